@@ -1,0 +1,1 @@
+"""Kubeloop: a Kubernetes-native MLOps operator."""
