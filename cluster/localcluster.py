@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""A real single-node Kubernetes built from upstream parts, for development, the demo and the tests.
+
+    localcluster.py up [--control-plane-only]   start (idempotent)
+    localcluster.py down                         stop and remove everything it made
+    localcluster.py status                       what is running, and the kubeconfig to use
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as host processes; with the node,
+containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode) and CoreDNS (in a pod) join them.
+Everything the cluster makes lives under STATE_DIR and RUN_DIR, on the bridge `kubeloop0`
+(10.244.0.1/24, the only address the cluster listens on besides loopback), and in iptables chains named
+KUBE-* / CNI-*; `down` removes all of it. Needs root. Standard library only, so it runs before any venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STATE_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_STATE", "/var/lib/kubeloop-cluster"))
+RUN_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_RUN", "/run/kubeloop-cluster"))
+KUBECONFIG = Path(os.environ.get("KUBELOOP_KUBECONFIG", REPO / ".kube" / "config"))
+
+NODE_NAME = "kubeloop-node"
+BRIDGE = "kubeloop0"
+NODE_IP = "10.244.0.1"  # the bridge's address: pods reach the API server here, nothing listens outside
+POD_CIDR = "10.244.0.0/24"
+SERVICE_CIDR = "10.96.0.0/24"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+DNS_SERVICE_IP = "10.96.0.10"
+APISERVER_PORT = 6443
+ETCD_CLIENT = "http://127.0.0.1:23790"
+ETCD_PEER = "http://127.0.0.1:23800"
+
+PKI = STATE_DIR / "pki"
+LOGS = STATE_DIR / "logs"
+PIDS = RUN_DIR / "pids"
+CONTAINERD_SOCK = RUN_DIR / "containerd" / "containerd.sock"
+SAVED_SYSCTLS = STATE_DIR / "saved-sysctls.json"
+SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+
+CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+NODE = ["containerd", "kubelet", "kube-proxy"]
+
+
+def log(msg: str) -> None:
+    print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str | Path, check: bool = True, input: str | None = None, quiet: bool = False) -> str:
+    res = subprocess.run([str(c) for c in cmd], input=input, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise SystemExit(f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n{res.stderr.strip()}")
+    if res.returncode != 0 and not quiet:
+        log(f"ignored failure of {' '.join(map(str, cmd))}: {res.stderr.strip()[:300]}")
+    return res.stdout
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for line in (HERE / "versions.env").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def binaries() -> Path:
+    """The directory of cluster binaries, built (or reused from the cache) by build-binaries.sh."""
+    res = subprocess.run([str(HERE / "build-binaries.sh")], stdout=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        raise SystemExit("building the cluster binaries failed (see the messages above)")
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- processes
+
+
+def pid_of(name: str) -> int | None:
+    try:
+        pid = int((PIDS / name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return None
+    # a recycled PID belongs to another program: only trust it if it still runs our binary
+    return pid if name.encode() in cmdline.split(b"\0")[0] else None
+
+
+def start(name: str, cmd: list[str | Path], env: dict[str, str] | None = None) -> None:
+    if pid_of(name):
+        return
+    LOGS.mkdir(parents=True, exist_ok=True)
+    PIDS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    (PIDS / name).write_text(str(proc.pid))
+    log(f"started {name} (pid {proc.pid}, log {LOGS / (name + '.log')})")
+
+
+def stop(name: str, timeout: float = 20) -> None:
+    pid = pid_of(name)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            if _is_zombie(pid):
+                break
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+            os.kill(pid, signal.SIGKILL)
+        log(f"stopped {name} (pid {pid})")
+    (PIDS / name).unlink(missing_ok=True)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def processes_using(path_fragment: str) -> list[int]:
+    """PIDs whose command line mentions path_fragment (the containerd shims of our containerd)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if path_fragment.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+    return [p for p in found if p != os.getpid()]
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.5) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - a component that is still starting fails in many ways
+            pass
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {LOGS}")
+
+
+# ---------------------------------------------------------------- PKI and kubeconfigs
+
+
+def openssl(*args: str | Path) -> None:
+    run("openssl", *args)
+
+
+def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None) -> None:
+    """An EC key and a certificate signed by the cluster CA (client or server usage)."""
+    key, crt = PKI / f"{name}.key", PKI / f"{name}.crt"
+    if crt.exists():
+        return
+    ext = [f"extendedKeyUsage={usage}", "keyUsage=critical,digitalSignature,keyEncipherment",
+           "basicConstraints=critical,CA:FALSE"]
+    if sans:
+        ext.append("subjectAltName=" + ",".join(sans))
+    with tempfile.NamedTemporaryFile("w", suffix=".cnf") as extfile:
+        extfile.write("\n".join(ext) + "\n")
+        extfile.flush()
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
+        openssl("req", "-new", "-key", key, "-subj", subject, "-out", PKI / f"{name}.csr")
+        openssl("x509", "-req", "-in", PKI / f"{name}.csr", "-CA", PKI / "ca.crt", "-CAkey", PKI / "ca.key",
+                "-CAcreateserial", "-days", "365", "-sha256", "-extfile", extfile.name, "-out", crt)
+    (PKI / f"{name}.csr").unlink()
+
+
+def ensure_pki() -> None:
+    PKI.mkdir(parents=True, exist_ok=True)
+    os.chmod(PKI, 0o700)
+    if not (PKI / "ca.crt").exists():
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", PKI / "ca.key")
+        openssl("req", "-x509", "-new", "-key", PKI / "ca.key", "-subj", "/CN=kubeloop-local-ca",
+                "-days", "3650", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", "-out", PKI / "ca.crt")
+    if not (PKI / "sa.key").exists():
+        openssl("genrsa", "-out", PKI / "sa.key", "2048")
+        openssl("rsa", "-in", PKI / "sa.key", "-pubout", "-out", PKI / "sa.pub")
+    apiserver_sans = [f"IP:{NODE_IP}", f"IP:{KUBERNETES_SERVICE_IP}", "IP:127.0.0.1", "DNS:localhost",
+                      "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+                      "DNS:kubernetes.default.svc.cluster.local"]
+    make_cert("apiserver", "/CN=kube-apiserver", "serverAuth", apiserver_sans)
+    make_cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth")
+    make_cert("admin", "/O=system:masters/CN=kubeloop-admin", "clientAuth")
+    make_cert("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+    make_cert("scheduler", "/CN=system:kube-scheduler", "clientAuth")
+    make_cert("kube-proxy", "/CN=system:kube-proxy", "clientAuth")
+    make_cert("kubelet-client", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth")
+    make_cert("kubelet-serving", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "serverAuth",
+              [f"IP:{NODE_IP}", f"DNS:{NODE_NAME}", "IP:127.0.0.1"])
+    for key in PKI.glob("*.key"):
+        os.chmod(key, 0o600)
+
+
+def write_kubeconfig(path: Path, cert: str, server: str = f"https://{NODE_IP}:{APISERVER_PORT}") -> None:
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "kubeloop",
+        "clusters": [{"name": "kubeloop", "cluster": {"server": server,
+                                                      "certificate-authority-data": b64(PKI / "ca.crt")}}],
+        "users": [{"name": cert, "user": {"client-certificate-data": b64(PKI / f"{cert}.crt"),
+                                          "client-key-data": b64(PKI / f"{cert}.key")}}],
+        "contexts": [{"name": "kubeloop", "context": {"cluster": "kubeloop", "user": cert}}],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=1))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- host networking
+
+
+def set_sysctls() -> None:
+    if not SAVED_SYSCTLS.exists():
+        saved = {k: run("sysctl", "-n", k, check=False, quiet=True).strip() for k in SYSCTLS}
+        SAVED_SYSCTLS.write_text(json.dumps(saved))
+    for key, value in SYSCTLS.items():
+        run("sysctl", "-q", "-w", f"{key}={value}", check=False)
+
+
+def restore_sysctls() -> None:
+    if SAVED_SYSCTLS.exists():
+        for key, value in json.loads(SAVED_SYSCTLS.read_text()).items():
+            if value:
+                run("sysctl", "-q", "-w", f"{key}={value}", check=False, quiet=True)
+
+
+def ensure_bridge() -> None:
+    """The bridge exists before the API server so that it can bind to the node address."""
+    if run("ip", "link", "show", BRIDGE, check=False, quiet=True) == "":
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+    if NODE_IP not in run("ip", "-4", "addr", "show", BRIDGE):
+        run("ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
+
+
+def remove_iptables_chains() -> None:
+    """Drop every KUBE-* and CNI-* chain and every rule that mentions one, in iptables and ip6tables."""
+    for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
+        if not shutil.which(save):
+            continue
+        dump = run(save, check=False, quiet=True)
+        kept, changed = [], False
+        for line in dump.splitlines():
+            ours = ("KUBE-" in line or "CNI-" in line) and (line.startswith((":", "-A")))
+            changed |= ours
+            if not ours:
+                kept.append(line)
+        if changed:
+            run(restore, input="\n".join(kept) + "\n", check=False)
+
+
+# ---------------------------------------------------------------- components
+
+
+def start_control_plane(bins: Path) -> None:
+    start("etcd", [
+        bins / "etcd", "--name", "kubeloop", "--data-dir", STATE_DIR / "etcd",
+        "--listen-client-urls", ETCD_CLIENT, "--advertise-client-urls", ETCD_CLIENT,
+        "--listen-peer-urls", ETCD_PEER, "--initial-advertise-peer-urls", ETCD_PEER,
+        "--initial-cluster", f"kubeloop={ETCD_PEER}",
+        # a throwaway dev cluster: durability is not worth the fsync latency (envtest does the same)
+        "--unsafe-no-fsync",
+    ])
+    wait_for("etcd", lambda: urllib.request.urlopen(f"{ETCD_CLIENT}/health", timeout=2).status == 200, 60)
+    start("kube-apiserver", [
+        bins / "kube-apiserver",
+        "--etcd-servers", ETCD_CLIENT,
+        "--bind-address", NODE_IP, "--advertise-address", NODE_IP, "--secure-port", str(APISERVER_PORT),
+        "--tls-cert-file", PKI / "apiserver.crt", "--tls-private-key-file", PKI / "apiserver.key",
+        "--client-ca-file", PKI / "ca.crt",
+        "--kubelet-client-certificate", PKI / "apiserver-kubelet-client.crt",
+        "--kubelet-client-key", PKI / "apiserver-kubelet-client.key",
+        "--kubelet-certificate-authority", PKI / "ca.crt",
+        "--service-cluster-ip-range", SERVICE_CIDR,
+        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+        "--service-account-key-file", PKI / "sa.pub",
+        "--service-account-signing-key-file", PKI / "sa.key",
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction",
+        "--allow-privileged=true", "--profiling=false",
+        "--cert-dir", STATE_DIR / "apiserver-certs",
+    ])
+    write_kubeconfig(KUBECONFIG, "admin")
+    for component in ("controller-manager", "scheduler", "kubelet-client", "kube-proxy"):
+        write_kubeconfig(STATE_DIR / f"{component}.kubeconfig", component)
+    wait_for("the API server to be ready", lambda: kubectl("get", "--raw", "/readyz") == "ok", 120)
+    start("kube-controller-manager", [
+        bins / "kube-controller-manager",
+        "--kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
+        "--authentication-kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
+        "--authorization-kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
+        "--bind-address", "127.0.0.1", "--leader-elect=false",
+        "--service-account-private-key-file", PKI / "sa.key", "--root-ca-file", PKI / "ca.crt",
+        "--cluster-signing-cert-file", PKI / "ca.crt", "--cluster-signing-key-file", PKI / "ca.key",
+        "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
+    ])
+    start("kube-scheduler", [
+        bins / "kube-scheduler",
+        "--kubeconfig", STATE_DIR / "scheduler.kubeconfig",
+        "--authentication-kubeconfig", STATE_DIR / "scheduler.kubeconfig",
+        "--authorization-kubeconfig", STATE_DIR / "scheduler.kubeconfig",
+        "--bind-address", "127.0.0.1", "--leader-elect=false",
+    ])
+    # the default ServiceAccount in "default" is made by the controller-manager: a sign it works
+    wait_for("the controller-manager", lambda: "default" in kubectl("get", "serviceaccount", "default",
+                                                                   "-o", "name"), 120)
+
+
+def containerd_config() -> str:
+    cni_dir = STATE_DIR / "cni"
+    return f"""version = 2
+root = "{STATE_DIR / 'containerd'}"
+state = "{RUN_DIR / 'containerd'}"
+oom_score = 0
+[grpc]
+  address = "{CONTAINERD_SOCK}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # root here lacks CAP_SYS_RESOURCE: never ask runc for a lower oom_score_adj than containerd's own
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni_dir / 'net.d'}"
+"""
+
+
+def cni_config() -> dict:  # type: ignore[type-arg]
+    return {
+        "cniVersion": "1.0.0", "name": "kubeloop",
+        "plugins": [{
+            "type": "bridge", "bridge": BRIDGE, "isGateway": True, "hairpinMode": True,
+            "ipam": {"type": "host-local", "dataDir": str(STATE_DIR / "cni" / "ipam"),
+                     "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]},
+        }],
+    }
+
+
+def kubelet_config() -> dict:  # type: ignore[type-arg]
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        "address": NODE_IP, "port": 10250, "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                           "x509": {"clientCAFile": str(PKI / "ca.crt")}},
+        "authorization": {"mode": "Webhook"},
+        "tlsCertFile": str(PKI / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(PKI / "kubelet-serving.key"),
+        "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCK}",
+        "cgroupDriver": "cgroupfs",
+        # these machines run cgroup v1: supported (deprecated) in 1.34, refused by default from 1.35
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "clusterDNS": [DNS_SERVICE_IP], "clusterDomain": "cluster.local", "resolvConf": "",
+        "podLogsDir": str(STATE_DIR / "pod-logs"),
+        "serializeImagePulls": False,
+        # a dev node on a shared disk: do not evict or garbage-collect images because the disk is full-ish
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                         "nodefs.inodesFree": "1%"},
+        "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
+        "kubeReserved": {}, "systemReserved": {},
+        "maxPods": 110,
+    }
+
+
+def kube_proxy_config() -> dict:  # type: ignore[type-arg]
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(STATE_DIR / "kube-proxy.kubeconfig")},
+        "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE_NAME,
+        "bindAddress": NODE_IP,
+        "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
+        # root here may not raise nf_conntrack_max: leave the kernel's conntrack settings alone
+        "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+    }
+
+
+PAUSE_IMAGE = "registry.k8s.io/pause:" + versions()["PAUSE_VERSION"]
+
+
+def coredns_image() -> str:
+    return "kubeloop.local/coredns:" + versions()["COREDNS_VERSION"]
+
+
+def start_node(bins: Path) -> None:
+    (STATE_DIR / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
+    (STATE_DIR / "cni" / "net.d" / "10-kubeloop.conflist").write_text(json.dumps(cni_config(), indent=1))
+    (STATE_DIR / "containerd.toml").write_text(containerd_config())
+    start("containerd", ["containerd", "--config", STATE_DIR / "containerd.toml"])
+    wait_for("containerd", lambda: ctr("version") != "", 60)
+    import_image(bins, "pause", PAUSE_IMAGE)
+    import_image(bins, "coredns", coredns_image())
+    (STATE_DIR / "kubelet.json").write_text(json.dumps(kubelet_config(), indent=1))
+    start("kubelet", [
+        bins / "kubelet", "--config", STATE_DIR / "kubelet.json",
+        "--kubeconfig", STATE_DIR / "kubelet-client.kubeconfig",
+        "--hostname-override", NODE_NAME, "--node-ip", NODE_IP,
+        "--root-dir", STATE_DIR / "kubelet", "--cert-dir", STATE_DIR / "kubelet" / "pki",
+        # kubelet's own oom_score_adj: lowering it needs CAP_SYS_RESOURCE, which root lacks here
+        "--oom-score-adj", "0",
+    ])
+    (STATE_DIR / "kube-proxy.json").write_text(json.dumps(kube_proxy_config(), indent=1))
+    start("kube-proxy", [bins / "kube-proxy", "--config", STATE_DIR / "kube-proxy.json"])
+    wait_for(f"node {NODE_NAME} to be Ready", lambda: kubectl(
+        "get", "node", NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True",
+        180)
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=coredns_manifests())
+    wait_for("CoreDNS to be available", lambda: kubectl(
+        "-n", "kube-system", "get", "deployment", "coredns",
+        "-o", "jsonpath={.status.availableReplicas}") == "1", 180)
+
+
+def ctr(*args: str) -> str:
+    return run("ctr", "--address", CONTAINERD_SOCK, "--namespace", "k8s.io", *args, check=False, quiet=True)
+
+
+def import_image(bins: Path, kind: str, ref: str) -> None:
+    """Build (once, cached) and import the pause or CoreDNS image, made from binaries built here."""
+    if ref in ctr("images", "ls", "-q").split():
+        return
+    tar = subprocess.run([sys.executable, str(HERE / "images.py"), kind, str(bins), ref],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    import_image_tar(Path(tar))
+
+
+def import_image_tar(tar: Path) -> None:
+    run("ctr", "--address", CONTAINERD_SOCK, "--namespace", "k8s.io", "images", "import", tar)
+
+
+def coredns_manifests() -> str:
+    corefile = (".:1053 {\n    errors\n    health :8080\n    ready :8181\n"
+                "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n"
+                "       fallthrough in-addr.arpa ip6.arpa\n    }\n    cache 30\n    loop\n    reload\n}\n")
+    labels = {"k8s-app": "kube-dns"}
+    objects = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "system:coredns"},
+         "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"]},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "system:coredns"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+         "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"},
+         "data": {"Corefile": corefile}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "serviceAccountName": "coredns", "dnsPolicy": "Default",
+                      "priorityClassName": "system-cluster-critical",
+                      "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                          "seccompProfile": {"type": "RuntimeDefault"}},
+                      "containers": [{
+                          "name": "coredns", "image": coredns_image(), "imagePullPolicy": "Never",
+                          "args": ["-conf", "/etc/coredns/Corefile"],
+                          "ports": [{"containerPort": 1053, "protocol": "UDP", "name": "dns"},
+                                    {"containerPort": 1053, "protocol": "TCP", "name": "dns-tcp"}],
+                          "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
+                                        "limits": {"memory": "128Mi"}},
+                          "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                              "capabilities": {"drop": ["ALL"]}},
+                          "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+                          "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}},
+                          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
+                      }],
+                      "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                  }}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+         "spec": {"clusterIP": DNS_SERVICE_IP, "selector": labels,
+                  "ports": [{"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
+                            {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"}]}},
+    ]
+    return "\n---\n".join(json.dumps(o) for o in objects)
+
+
+def kubectl(*args: str, input: str | None = None) -> str:
+    bins = Path((RUN_DIR / "bin-dir").read_text())
+    return run(bins / "kubectl", "--kubeconfig", KUBECONFIG, *args, input=input, check=False,
+               quiet=True).strip()
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def mounts_under(*roots: Path) -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if any(point == str(r) or point.startswith(str(r) + "/") for r in roots) or \
+                point.startswith("/run/netns/cni-") or point.startswith("/var/run/netns/cni-"):
+            points.append(point)
+    return points
+
+
+def remove_cgroups() -> None:
+    """kubepods cgroups the kubelet made, leaves first (a cgroup dir can only go when it is empty)."""
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        top = controller / "kubepods"
+        if top.is_dir():
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+
+
+def down() -> None:
+    for name in ("kube-proxy", "kubelet"):
+        stop(name)
+    # containers and their shims: kill every process our containerd started, then containerd
+    shims = processes_using(str(CONTAINERD_SOCK.parent))
+    stop("containerd")
+    for pid in shims + processes_using(str(CONTAINERD_SOCK.parent)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for name in reversed(CONTROL_PLANE):
+        stop(name)
+    # container processes re-parented after their shim died: they live in our kubepods cgroups
+    for tasks in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") if Path(
+            "/sys/fs/cgroup/pids/kubepods").exists() else []:
+        for pid in tasks.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    time.sleep(0.5)
+    for point in sorted(mounts_under(STATE_DIR, RUN_DIR), key=len, reverse=True):
+        run("umount", "-l", point, check=False, quiet=True)
+    for netns in list(Path("/run/netns").glob("cni-*")) if Path("/run/netns").exists() else []:
+        run("ip", "netns", "delete", netns.name, check=False, quiet=True)
+    run("ip", "link", "delete", BRIDGE, check=False, quiet=True)
+    remove_iptables_chains()
+    remove_cgroups()
+    restore_sysctls()
+    for link in Path("/var/log/containers").glob("*.log") if Path("/var/log/containers").exists() else []:
+        if str(STATE_DIR) in os.readlink(link):
+            link.unlink()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    KUBECONFIG.unlink(missing_ok=True)
+    log("down: every process stopped, mounts, bridge, iptables chains, cgroups and state removed")
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def up(control_plane_only: bool) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("the local cluster needs root (it runs containerd, the kubelet and iptables)")
+    t0 = time.monotonic()
+    bins = binaries()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    (RUN_DIR / "bin-dir").write_text(str(bins))
+    set_sysctls()
+    ensure_bridge()
+    ensure_pki()
+    start_control_plane(bins)
+    if not control_plane_only:
+        start_node(bins)
+    mode = "control plane only" if control_plane_only else "control plane and node"
+    log(f"up ({mode}) in {time.monotonic() - t0:.1f}s; KUBECONFIG={KUBECONFIG}")
+
+
+def status() -> int:
+    running = {name: pid_of(name) for name in CONTROL_PLANE + NODE}
+    for name, pid in running.items():
+        print(f"{name:24} {'running (pid %d)' % pid if pid else 'stopped'}")
+    print(f"kubeconfig               {KUBECONFIG if KUBECONFIG.exists() else '(none)'}")
+    if running["kube-apiserver"]:
+        print(kubectl("get", "nodes", "-o", "wide"))
+    return 0 if all(running[n] for n in CONTROL_PLANE) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="start the cluster (idempotent)")
+    up_parser.add_argument("--control-plane-only", action="store_true", help="API server without a node")
+    sub.add_parser("down", help="stop the cluster and remove everything it made")
+    sub.add_parser("status", help="show what is running")
+    sub.add_parser("import", help="import image tarballs into the node's containerd").add_argument(
+        "tarballs", nargs="+", type=Path)
+    args = parser.parse_args()
+    if args.command == "up":
+        up(args.control_plane_only)
+    elif args.command == "down":
+        down()
+    elif args.command == "import":
+        for tar in args.tarballs:
+            import_image_tar(tar)
+    else:
+        return status()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

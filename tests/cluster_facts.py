@@ -1,0 +1,49 @@
+"""Host facts the local cluster can change: read before `up` and after `down` to prove nothing is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_STATE", "/var/lib/kubeloop-cluster"))
+RUN_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_RUN", "/run/kubeloop-cluster"))
+CLUSTER_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+                    "kube-proxy", "containerd", "containerd-shim", "coredns", "pause")
+
+
+def _cmd(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True).stdout
+
+
+def cluster_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            cgroup = (entry / "cgroup").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if os.path.basename(argv0) in CLUSTER_PROGRAMS or "kubepods" in cgroup:
+            found.append(f"{entry.name} {argv0}")
+    return sorted(found)
+
+
+def facts() -> dict[str, Any]:
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    iptables = _cmd("iptables-save") + _cmd("ip6tables-save")
+    return {
+        "processes": cluster_processes(),
+        "mounts": sorted(m for m in mounts if m.startswith((str(STATE_DIR), str(RUN_DIR), "/run/netns/cni-",
+                                                            "/var/run/netns/cni-"))),
+        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in _cmd("ip", "-o", "link").splitlines()
+                        if "kubeloop0" in line or "veth" in line),
+        "iptables_chains": sorted({word for line in iptables.splitlines() for word in line.split()
+                                   if word.startswith(("KUBE-", "CNI-"))}),
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")),
+        "state_dirs": sorted(str(p) for p in (STATE_DIR, RUN_DIR) if p.exists()),
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+    }
