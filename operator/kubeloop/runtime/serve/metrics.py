@@ -1,0 +1,170 @@
+"""Prometheus metrics kept as plain counters and rendered only when scraped.
+
+The request path does no more than a dict increment, a bisect and a list append: the per-feature and
+per-class counts are computed from the queued input batches in one vectorised pass at scrape time (or
+when the queue grows past ``FLUSH_ROWS``), not per request. Names and labels: docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kubeloop import stats
+
+from .model import Model, Prediction
+
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Regression outputs without a numeric target in the baseline still get a (coarse) histogram.
+DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
+# Bounds the memory held between scrapes and the pause of one binning pass.
+FLUSH_ROWS = 4096
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    return repr(float(v)) if v not in (float("inf"), float("-inf")) else ("+Inf" if v > 0 else "-Inf")
+
+
+class Histogram:
+    """Per-bucket (not cumulative) counts; bucket i holds values in (bounds[i-1], bounds[i]]."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = [float(b) for b in bounds]
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def add(self, values: np.ndarray) -> None:
+        finite = values[np.isfinite(values)]
+        for i, c in enumerate(stats.bin_counts(self.bounds, finite)):
+            self.counts[i] += c
+        self.sum += float(finite.sum())
+
+    def render(self, name: str, labels: str, out: list[str]) -> None:
+        total = 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            total += count
+            out.append(f'{name}_bucket{{{labels},le="{_num(bound)}"}} {total}')
+        out.append(f"{name}_sum{{{labels}}} {self.sum!r}")
+        out.append(f"{name}_count{{{labels}}} {total}")
+
+
+class Metrics:
+    def __init__(self, model: Model) -> None:
+        self.model_label = f'model="{_label(model.name)}"'
+        self.info_labels = (f'{self.model_label},version="{_label(model.version)}",'
+                            f'sha256="{model.sha256}"')
+        self.features = model.card.features
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.ready = False
+        self._pending: list[tuple[np.ndarray, Prediction]] = []
+        self._pending_rows = 0
+
+        self.classes = [str(c) for c in model.card.classes]
+        self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
+        baseline = model.baseline.get("features", {})
+        target = model.baseline.get("target") or {}
+        self.prediction_values = Histogram(target["edges"] if target.get("kind") == "numeric" and target.get("edges")
+                                           else DEFAULT_VALUE_BUCKETS)
+        # Features the baseline knows, on its bins, so drift needs nothing but these series.
+        self.numeric: list[tuple[int, str, Histogram]] = []
+        self.categorical: list[tuple[int, str, list[str], list[int]]] = []
+        for j, feature in enumerate(self.features):
+            spec = baseline.get(feature) or {}
+            if spec.get("kind") == "numeric" and isinstance(spec.get("edges"), list):
+                self.numeric.append((j, _label(feature), Histogram(spec["edges"])))
+            elif spec.get("kind") == "categorical" and isinstance(spec.get("categories"), list):
+                cats = [str(c) for c in spec["categories"]]
+                self.categorical.append((j, _label(feature), cats, [0] * (len(cats) + 1)))
+
+    def request(self, protocol: str, code: int, seconds: float) -> None:
+        key = (protocol, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(protocol)
+        if hist is None:
+            hist = self.latency[protocol] = Histogram(LATENCY_BUCKETS)
+        hist.observe(seconds)
+
+    def batch(self, x: np.ndarray, pred: Prediction) -> None:
+        """One ORT call's inputs and outputs; binned later, all at once."""
+        self.batch_sizes.observe(len(x))
+        self._pending.append((x, pred))
+        self._pending_rows += len(x)
+        if self._pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        x = np.concatenate([p[0] for p in pending])
+        for j, _, hist in self.numeric:
+            hist.add(x[:, j].astype(np.float64))
+        for j, _, cats, counts in self.categorical:
+            # Category values arrive encoded as numbers: 1.0 is the category "1".
+            values = [int(v) if v.is_integer() else v for v in x[:, j].tolist() if v == v]
+            for i, c in enumerate(stats.category_counts(cats, values)):
+                counts[i] += c
+        labels = [p[1].labels for p in pending if p[1].labels is not None]
+        if labels:
+            self.class_counts += np.bincount(np.concatenate(labels), minlength=len(self.classes))
+        values = [p[1].values for p in pending if p[1].values is not None]
+        if values:
+            self.prediction_values.add(np.concatenate(values).astype(np.float64))
+
+    def render(self) -> bytes:
+        self.flush()
+        m = self.model_label
+        out = ["# HELP kubeloop_model_info The model this process serves (1 once loaded).",
+               "# TYPE kubeloop_model_info gauge", f"kubeloop_model_info{{{self.info_labels}}} 1",
+               "# HELP kubeloop_model_ready 1 when loaded, digest-checked and self-tested, and not draining.",
+               "# TYPE kubeloop_model_ready gauge", f"kubeloop_model_ready{{{m}}} {int(self.ready)}",
+               "# HELP kubeloop_requests_total Inference and metadata requests by protocol and HTTP status.",
+               "# TYPE kubeloop_requests_total counter"]
+        for (protocol, code), n in sorted(self.requests.items()):
+            out.append(f'kubeloop_requests_total{{{m},protocol="{protocol}",code="{code}"}} {n}')
+        out += ["# HELP kubeloop_request_duration_seconds Time from the first byte of a request to its answer.",
+                "# TYPE kubeloop_request_duration_seconds histogram"]
+        for protocol, hist in sorted(self.latency.items()):
+            hist.render("kubeloop_request_duration_seconds", f'{m},protocol="{protocol}"', out)
+        out += ["# HELP kubeloop_batch_size Rows per ONNX Runtime call (micro-batches).",
+                "# TYPE kubeloop_batch_size histogram"]
+        self.batch_sizes.render("kubeloop_batch_size", m, out)
+        if self.classes:
+            out += ["# HELP kubeloop_predictions_total Predictions by class.",
+                    "# TYPE kubeloop_predictions_total counter"]
+            for cls, n in zip(self.classes, self.class_counts.tolist(), strict=True):
+                out.append(f'kubeloop_predictions_total{{{m},class="{_label(cls)}"}} {n}')
+        else:
+            out += ["# HELP kubeloop_prediction_value Predicted values (regression).",
+                    "# TYPE kubeloop_prediction_value histogram"]
+            self.prediction_values.render("kubeloop_prediction_value", m, out)
+        if self.numeric:
+            out += ["# HELP kubeloop_feature_value Input values on the bins of the training baseline.",
+                    "# TYPE kubeloop_feature_value histogram"]
+            for _, feature, hist in self.numeric:
+                hist.render("kubeloop_feature_value", f'{m},feature="{feature}"', out)
+        if self.categorical:
+            out += ["# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
+                    "# TYPE kubeloop_feature_category_total counter"]
+            for _, feature, cats, counts in self.categorical:
+                for cat, n in zip([*cats, stats.OTHER], counts, strict=True):
+                    out.append(f'kubeloop_feature_category_total{{{m},feature="{feature}",'
+                               f'category="{_label(cat)}"}} {n}')
+        return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,229 @@
+"""Load a model directory, prove it is the model that was asked for, and run it.
+
+A model directory holds ``model.onnx``, ``model-card.json`` and optionally ``baseline.json``
+(docs/contracts.md). Loading fails with :class:`ModelLoadError` (a message for a person) when the digest
+does not match, the card does not describe the graph, or the self-test prediction is not sane: a server
+with such a model must never become ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model-card.json"
+BASELINE_FILE = "baseline.json"
+
+
+class ModelLoadError(Exception):
+    """The model cannot be served; ``reason`` is one CamelCase word for a status condition."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One ORT call's answer: class indices + probabilities (classification) or values (regression)."""
+
+    labels: np.ndarray | None  # int64 indices into ModelCard.classes, shape (n,)
+    probabilities: np.ndarray | None  # float32, shape (n, classes)
+    values: np.ndarray | None  # float32, shape (n,)
+
+    def rows(self, start: int, stop: int) -> Prediction:
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[start:stop]
+
+        return Prediction(cut(self.labels), cut(self.probabilities), cut(self.values))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    task: str  # "classification" | "regression"
+    features: list[str]
+    classes: list[Any] = field(default_factory=list)
+    sha256: str | None = None
+    version: str | None = None
+    # Trees route NaN somewhere, but nothing in training guarantees that is meaningful: refuse by default.
+    allow_nan: bool = False
+
+    @classmethod
+    def parse(cls, doc: Any) -> ModelCard:
+        if not isinstance(doc, dict):
+            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} must be a JSON object")
+        task = doc.get("task")
+        if task not in ("classification", "regression"):
+            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: task must be classification or "
+                                                     f"regression, not {task!r}")
+        features = doc.get("features")
+        if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: features must be a non-empty list of names")
+        classes = doc.get("classes") or []
+        if task == "classification" and (not isinstance(classes, list) or len(classes) < 2):
+            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: a classifier needs at least two classes")
+        return cls(name=str(doc.get("name") or "model"), task=task, features=features, classes=classes,
+                   sha256=doc.get("sha256"), version=doc.get("version"),
+                   allow_nan=bool(doc.get("allow_nan", False)))
+
+
+def cpu_limit() -> float:
+    """CPUs this process may use: the cgroup quota (a pod's CPU limit) or, without one, the affinity mask."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota_us > 0:
+            return min(cpus, quota_us / period_us)
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def session_options(cpus: float, threads: int | None = None) -> ort.SessionOptions:
+    """ORT options for a pod with ``cpus`` CPUs.
+
+    The event loop needs one core of its own. Micro-batches are small, so below three CPUs one ORT thread
+    (run on the calling thread, no pool hand-off) is fastest; above, the spare cores go to intra-op work.
+    Spinning is off: an ORT worker spinning for work steals the core the event loop needs.
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or (1 if cpus < 3 else min(8, math.floor(cpus) - 1))
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Model:
+    """An ONNX model with one 2-D float input, ready to answer ``predict(X)``."""
+
+    def __init__(self, model_dir: Path, expected_sha256: str | None = None, threads: int | None = None,
+                 name: str | None = None) -> None:
+        path = model_dir / MODEL_FILE
+        if not path.is_file():
+            raise ModelLoadError("ModelNotFound", f"{path} does not exist")
+        try:
+            self.card = ModelCard.parse(json.loads((model_dir / CARD_FILE).read_text()))
+        except (OSError, ValueError) as e:
+            raise ModelLoadError("InvalidModelCard", f"cannot read {model_dir / CARD_FILE}: {e}") from e
+        self.sha256 = sha256_file(path)
+        for what, want in (("the expected digest", expected_sha256), (CARD_FILE, self.card.sha256)):
+            if want and want.lower() != self.sha256:
+                raise ModelLoadError("DigestMismatch", f"{MODEL_FILE} has sha256 {self.sha256}, but {what} is "
+                                                       f"{want.lower()}")
+        self.name = name or self.card.name
+        self.version = self.card.version or self.sha256[:16]
+        self.baseline = _read_baseline(model_dir / BASELINE_FILE)
+        self.cpus = cpu_limit()
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(self.cpus, threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types for a corrupt or unsupported graph
+            raise ModelLoadError("InvalidModel", f"ONNX Runtime cannot load {MODEL_FILE}: {e}") from e
+        self._bind_signature()
+        self.self_test()
+
+    @property
+    def n_features(self) -> int:
+        return len(self.card.features)
+
+    @property
+    def classification(self) -> bool:
+        return self.card.task == "classification"
+
+    def _bind_signature(self) -> None:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
+            got = [(i.name, i.type, i.shape) for i in inputs]
+            raise ModelLoadError("UnsupportedSignature", f"the server needs one 2-D float input, the model has {got}")
+        self.input_name: str = inputs[0].name
+        width = inputs[0].shape[1]
+        if isinstance(width, int) and width != self.n_features:
+            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} lists {self.n_features} features, the model's "
+                                                     f"input '{self.input_name}' takes {width}")
+        outputs = self.session.get_outputs()
+        if self.classification:
+            # skl2onnx: [label, probabilities]; the probabilities are a tensor, or a list of dicts with ZipMap.
+            probs = [o for o in outputs if o.type == "tensor(float)" or o.type.startswith("seq(map")]
+            if not probs:
+                raise ModelLoadError("UnsupportedSignature", "a classifier needs a probability output")
+            self._output = probs[-1].name
+            self._zipmap = probs[-1].type.startswith("seq(map")
+        else:
+            self._output = outputs[0].name
+            self._zipmap = False
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        """``x`` is float32 of shape (rows, features), already validated."""
+        out = self.session.run([self._output], {self.input_name: x})[0]
+        if not self.classification:
+            return Prediction(None, None, np.asarray(out, dtype=np.float32).reshape(len(x)))
+        if self._zipmap:  # slow path kept only so that an exported ZipMap model still serves
+            keys = list(out[0].keys())
+            out = np.array([[row[k] for k in keys] for row in out], dtype=np.float32)
+        # Same rule as scikit-learn's predict(): the class with the highest probability, first on ties.
+        return Prediction(out.argmax(axis=1), out, None)
+
+    def self_test(self) -> None:
+        """One prediction on a typical row (the baseline's means, else zeros) must give a sane answer."""
+        row = [float((self.baseline.get("features", {}).get(f) or {}).get("mean") or 0.0)
+               for f in self.card.features]
+        x = np.array([row, row], dtype=np.float32)
+        try:
+            pred = self.predict(x)
+        except Exception as e:
+            raise ModelLoadError("SelfTestFailed", f"the self-test prediction failed: {e}") from e
+        if self.classification:
+            assert pred.probabilities is not None
+            n_classes = pred.probabilities.shape[1]
+            if n_classes != len(self.card.classes):
+                raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} lists {len(self.card.classes)} classes, "
+                                                         f"the model predicts {n_classes}")
+            ok = bool(np.isfinite(pred.probabilities).all() and
+                      np.allclose(pred.probabilities.sum(axis=1), 1.0, atol=1e-3))
+        else:
+            assert pred.values is not None
+            ok = bool(np.isfinite(pred.values).all())
+        if not ok:
+            raise ModelLoadError("SelfTestFailed", "the self-test prediction is not finite (or probabilities "
+                                                   "do not sum to 1)")
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as e:
+        raise ModelLoadError("InvalidBaseline", f"{path} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("features", {}), dict):
+        raise ModelLoadError("InvalidBaseline", f"{path} must be an object with a 'features' object")
+    return doc
