@@ -1,0 +1,160 @@
+"""Types shared by the four kinds: the base model, conditions, references, resources, durations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubeloop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Bounded strings and lists keep the CEL cost estimate of the API server below its limits.
+Name = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=253)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
+Duration = Annotated[
+    str, Field(max_length=32, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$", examples=["30s", "5m", "1h30m"])
+]
+Quantity = Annotated[
+    int | str,
+    Field(
+        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    ),
+]
+Sha256 = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$", min_length=64, max_length=64)]
+# A free-form JSON value (estimator hyperparameters): their shape depends on the estimator, which the
+# API server cannot know, so these subtrees keep unknown fields instead of being pruned or rejected.
+FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+class KubeloopModel(BaseModel):
+    """Base of every API type: camelCase on the wire, unknown fields rejected, docstrings as descriptions."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it (camelCase, unset optionals left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Condition(KubeloopModel):
+    """An observation of one aspect of the object's state, per the Kubernetes API conventions."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    """type of the condition in CamelCase, e.g. Ready."""
+    status: Literal["True", "False", "Unknown"]
+    """status of the condition: True, False or Unknown."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """observedGeneration is the metadata.generation the condition was computed from."""
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """lastTransitionTime is when the status last changed."""
+    reason: Annotated[
+        str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
+    """reason is a one-word CamelCase cause of the last transition, for machines."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """message says what happened and, when something is wrong, what to do about it."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class LocalObjectReference(KubeloopModel):
+    """A reference to an object in the same namespace."""
+
+    name: Name
+    """name of the referenced object."""
+
+
+class SecretKeySelector(KubeloopModel):
+    """A key of a Secret in the same namespace."""
+
+    name: Name
+    """name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """key within the Secret's data."""
+
+
+class ResourceRequirements(KubeloopModel):
+    """Compute resources of the pods, as in a container's resources."""
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=8)] | None = None
+    """requests is the minimum amount of each resource (cpu, memory, ephemeral-storage) the pod needs."""
+    limits: Annotated[dict[str, Quantity], Field(max_length=8)] | None = None
+    """limits is the maximum amount of each resource the pod may use."""
+
+
+@dataclass(frozen=True)
+class Printer:
+    """An additionalPrinterColumn of a CRD: what `kubectl get` shows."""
+
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    description: str
+    priority: int = 0
+
+    def column(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "jsonPath": self.json_path,
+            "description": self.description,
+            "priority": self.priority,
+        }
+
+
+def condition_column(condition: str, name: str | None = None, priority: int = 0) -> Printer:
+    return Printer(
+        name=name or condition,
+        type="string",
+        json_path=f'.status.conditions[?(@.type=="{condition}")].status',
+        description=f"Status of the {condition} condition.",
+        priority=priority,
+    )
+
+
+AGE = Printer(
+    name="Age", type="date", json_path=".metadata.creationTimestamp", description="Time since creation."
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What the CRD generator needs besides the spec and status models."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    description: str
+    spec: type[KubeloopModel]
+    status: type[KubeloopModel]
+    columns: tuple[Printer, ...]
+    # CEL rules on the whole object: the only place a rule may read metadata.name.
+    root_rules: tuple[dict[str, str], ...] = field(default=())
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config carrying CEL validation rules, each a (rule, message) pair, checked by the API server."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    )

@@ -1,0 +1,266 @@
+"""TrainingJob: one training run (or one hyperparameter search) producing one model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from kubeloop.api.common import (
+    AGE,
+    ColumnName,
+    Conditions,
+    FreeForm,
+    Kind,
+    KubeloopModel,
+    Name,
+    Printer,
+    ResourceRequirements,
+    ShortText,
+    cel,
+    condition_column,
+)
+
+MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class DatasetRef(KubeloopModel):
+    """A Dataset in the same namespace, optionally pinned to one version."""
+
+    name: Name
+    """name of the Dataset."""
+    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-f0-9]+$")] | None = None
+    """version pins a version from the Dataset's history; the current version when absent."""
+
+
+class ModelSpec(KubeloopModel):
+    """The estimator to fit."""
+
+    estimator: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+    """estimator is a name from the operator's allow-list (e.g. LogisticRegression); import paths are refused."""
+    params: FreeForm | None = None
+    """params are the estimator's hyperparameters, passed as keyword arguments (free-form: they depend on the estimator)."""
+    task: Literal["classification", "regression"] | None = None
+    """task is inferred from the target column when absent."""
+
+
+class Split(KubeloopModel):
+    """How rows are split into training and test sets."""
+
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    """testFraction is the share of rows held out for evaluation."""
+    seed: Annotated[int, Field(ge=0)] = 42
+    """seed makes the split (and a random search) reproducible."""
+    stratify: bool = True
+    """stratify keeps class proportions in both sets (classification only)."""
+
+
+class SearchParameter(KubeloopModel):
+    """One searched hyperparameter: a list of values, or a range (random search only)."""
+
+    model_config = cel(
+        ("has(self.values) != (has(self.min) || has(self.max))", "set either values or min and max"),
+        ("has(self.min) == has(self.max)", "min and max must be set together"),
+        ("!has(self.min) || self.min <= self.max", "min must not be greater than max"),
+        (
+            "!has(self.log) || !self.log || (has(self.min) && self.min > 0.0)",
+            "log needs a range with min > 0",
+        ),
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """name of the estimator parameter."""
+    values: (
+        Annotated[
+            list[Any],
+            Field(
+                min_length=1,
+                max_length=100,
+                json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+            ),
+        ]
+        | None
+    ) = None
+    """values to try (any JSON values, as the estimator takes them)."""
+    min: float | None = None
+    """min of a range (random search)."""
+    max: float | None = None
+    """max of a range (random search)."""
+    integer: bool = False
+    """integer draws whole numbers from the range."""
+    log: bool = False
+    """log draws from the range on a log scale."""
+
+
+class Objective(KubeloopModel):
+    """What the search optimises."""
+
+    metric: MetricName
+    """metric to optimise, e.g. accuracy, f1_macro, r2, rmse."""
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """direction of better."""
+
+
+class Search(KubeloopModel):
+    """A hyperparameter search: each trial runs as its own pod; the best trial's model is the result."""
+
+    model_config = cel(
+        ("self.parallelism <= self.maxTrials", "parallelism must not exceed maxTrials"),
+        (
+            "self.strategy == 'random' || self.parameters.all(p, has(p.values))",
+            "grid search needs values for every parameter; ranges (min, max) need strategy random",
+        ),
+    )
+
+    strategy: Literal["grid", "random"] = "grid"
+    """strategy: grid tries every combination (up to maxTrials), random draws maxTrials combinations."""
+    parameters: Annotated[
+        list[SearchParameter],
+        Field(
+            min_length=1,
+            max_length=20,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ]
+    """parameters to search."""
+    max_trials: Annotated[int, Field(ge=1, le=100)] = 10
+    """maxTrials is the most trials to run."""
+    parallelism: Annotated[int, Field(ge=1, le=20)] = 1
+    """parallelism is how many trials run at once."""
+    objective: Objective
+    """objective picks the best trial."""
+
+
+class Gate(KubeloopModel):
+    """A quality gate: a model that misses it is never deployed."""
+
+    minimums: Annotated[dict[MetricName, float], Field(max_length=20)] | None = None
+    """minimums maps a metric to its lowest acceptable value, e.g. accuracy: 0.9."""
+    maximums: Annotated[dict[MetricName, float], Field(max_length=20)] | None = None
+    """maximums maps a metric to its highest acceptable value, e.g. rmse: 10."""
+
+
+class TrainingJobSpec(KubeloopModel):
+    """The desired training run."""
+
+    dataset_ref: DatasetRef
+    """datasetRef is the Dataset to train on; the run waits until it has a ready version."""
+    model: ModelSpec
+    """model is the estimator to fit."""
+    features: Annotated[list[ColumnName], Field(min_length=1, max_length=500)] | None = None
+    """features to use; every column but the target when absent."""
+    split: Split | None = None
+    """split of rows into training and test sets."""
+    search: Search | None = None
+    """search runs a hyperparameter search instead of one fit."""
+    gate: Gate | None = None
+    """gate holds the metric thresholds the model must meet to be deployable."""
+    resources: ResourceRequirements | None = None
+    """resources of each training pod."""
+    backoff_limit: Annotated[int, Field(ge=0, le=10)] = 2
+    """backoffLimit is how many times an infrastructure failure is retried (data and code errors fail at once)."""
+    active_deadline_seconds: Annotated[int, Field(ge=1, le=604800)] = 3600
+    """activeDeadlineSeconds bounds the run time of each training Job."""
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")] | None = None
+    """image overrides the trainer image with custom code that follows the runtime contract (config in KUBELOOP_CONFIG, result in /dev/termination-log)."""
+
+
+class InputColumn(KubeloopModel):
+    """One input of the model."""
+
+    name: ColumnName
+    """name of the feature."""
+    type: Annotated[str, Field(max_length=64)]
+    """type of the feature (float, int, string, ...)."""
+
+
+class TrainedModel(KubeloopModel):
+    """The model a run produced, and where it came from."""
+
+    uri: ShortText
+    """uri of the model directory in the artifact store."""
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    """sha256 of model.onnx."""
+    dataset_version: Annotated[str, Field(max_length=64)] | None = None
+    """datasetVersion the model was trained on."""
+    task: Literal["classification", "regression"] | None = None
+    """task the model solves."""
+    params: FreeForm | None = None
+    """params the estimator was fitted with."""
+    input_signature: Annotated[list[InputColumn], Field(max_length=500)] | None = None
+    """inputSignature lists the model's inputs."""
+    library_versions: (
+        Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(max_length=20)] | None
+    ) = None
+    """libraryVersions of scikit-learn, skl2onnx, onnx and friends used to build the model."""
+
+
+class Trial(KubeloopModel):
+    """One trial of a search (or the single run)."""
+
+    index: Annotated[int, Field(ge=0)]
+    """index of the trial."""
+    job: Name
+    """job that runs the trial."""
+    params: FreeForm | None = None
+    """params of the trial."""
+    state: Literal["Pending", "Running", "Succeeded", "Failed"]
+    """state of the trial."""
+    metrics: Annotated[dict[str, float], Field(max_length=50)] | None = None
+    """metrics of the trial on the test set."""
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    """message says why a trial failed."""
+
+
+class DatasetUsed(KubeloopModel):
+    """The Dataset version a run trains on, resolved when the run starts."""
+
+    name: Name
+    """name of the Dataset."""
+    version: ShortText
+    """version of the Dataset."""
+    artifact_uri: ShortText = Field(alias="artifactURI")
+    """artifactURI of the snapshot."""
+
+
+class TrainingJobStatus(KubeloopModel):
+    """The observed training run."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """observedGeneration is the metadata.generation this status describes."""
+    conditions: Conditions | None = None
+    """conditions: Succeeded, Failed and GatePassed."""
+    dataset: DatasetUsed | None = None
+    """dataset is the Dataset version this run uses."""
+    metrics: Annotated[dict[str, float], Field(max_length=50)] | None = None
+    """metrics of the model on the test set."""
+    model: TrainedModel | None = None
+    """model produced by the run."""
+    trials: Annotated[list[Trial], Field(max_length=100)] | None = None
+    """trials of the run (one without search)."""
+    best_trial: Annotated[int, Field(ge=0)] | None = None
+    """bestTrial is the index of the trial whose model is the result."""
+    start_time: ShortText | None = None
+    """startTime is when the first training Job was created."""
+    completion_time: ShortText | None = None
+    """completionTime is when the run finished."""
+
+
+TRAINING_JOB = Kind(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short_names=("tj",),
+    description="A TrainingJob fits a model on a Dataset (optionally as a hyperparameter search), "
+    "exports it to ONNX and checks it against a quality gate.",
+    spec=TrainingJobSpec,
+    status=TrainingJobStatus,
+    columns=(
+        condition_column("Succeeded"),
+        condition_column("GatePassed", "Gate"),
+        Printer("Dataset", "string", ".spec.datasetRef.name", "Dataset trained on."),
+        Printer("Version", "string", ".status.dataset.version", "Dataset version trained on."),
+        Printer("Accuracy", "number", ".status.metrics.accuracy", "Accuracy on the test set."),
+        Printer("Model", "string", ".status.model.sha256", "sha256 of the model.", priority=1),
+        AGE,
+    ),
+)

@@ -1,0 +1,1 @@
+"""Pure functions that build the child objects of the four kinds: spec in, manifest dict out, no I/O."""

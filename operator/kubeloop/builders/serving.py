@@ -1,0 +1,187 @@
+"""The inference service of a ModelDeployment: Deployment, Service and, with autoscaling, an HPA."""
+
+from __future__ import annotations
+
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.builders.common import (
+    RUNTIME_COMMAND,
+    Manifest,
+    Mounts,
+    config_env,
+    container_security_context,
+    labels,
+    pod_security_context,
+    resources,
+    store_env_from,
+)
+from kubeloop.builders.settings import Settings
+
+PORT = 8080
+MODEL_DIR = "/var/run/kubeloop/model"
+AUTH_DIR = "/var/run/kubeloop/auth"
+MODEL_DIGEST_ANNOTATION = "kubeloop.io/model-sha256"
+DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+FETCH_RESOURCES: Manifest = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+
+def selector(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/component": "server", "kubeloop.io/modeldeployment": name}
+
+
+def service_url(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc:{PORT}"
+
+
+def server_config(
+    name: str, namespace: str, uri: str, sha256: str, spec: ModelDeploymentSpec, settings: Settings
+) -> Manifest:
+    files = {"authTokens": f"{AUTH_DIR}/{spec.auth.token_secret_ref.key}"} if spec.auth else {}
+    return {
+        "kind": "ModelDeployment",
+        "namespace": namespace,
+        "name": name,
+        "storeURI": settings.store_uri,
+        "model": {"uri": uri, "sha256": sha256},
+        "modelDir": MODEL_DIR,
+        "port": PORT,
+        "files": files,
+    }
+
+
+def deployment(
+    *, name: str, namespace: str, spec: ModelDeploymentSpec, uri: str, sha256: str, settings: Settings
+) -> Manifest:
+    """The server pods: `fetch` pulls and verifies the model into an emptyDir, then `serve` serves it.
+
+    The model digest is a pod-template annotation, so a new model rolls out as a new ReplicaSet and the
+    operator can tell which pods run which model.
+    """
+    mounts = Mounts()
+    mounts.store(settings.store_uri, read_only=True)
+    if spec.auth is not None:
+        mounts.secret("auth", spec.auth.token_secret_ref.name, AUTH_DIR)
+    mounts.add({"name": "model", "emptyDir": {"sizeLimit": "2Gi"}}, MODEL_DIR, read_only=True)
+    env = [config_env(server_config(name, namespace, uri, sha256, spec, settings))]
+    common = {
+        "image": settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": RUNTIME_COMMAND,
+        "env": env,
+        "securityContext": container_security_context(),
+    }
+    # Only fetch writes the model; serve mounts it read-only.
+    fetch_mounts = [{**m, "readOnly": False} if m["name"] == "model" else m for m in mounts.mounts]
+    fetch = {
+        **common,
+        "name": "fetch",
+        "args": ["fetch"],
+        "envFrom": store_env_from(settings),
+        "resources": FETCH_RESOURCES,
+        "volumeMounts": fetch_mounts,
+    }
+    serve = {
+        **common,
+        "name": "serve",
+        "args": ["serve"],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": resources(spec.resources, DEFAULT_RESOURCES),
+        "volumeMounts": [m for m in mounts.mounts if m["name"] in ("tmp", "model", "auth")],
+    }
+    strategy = spec.rollout.strategy if spec.rollout else "Rolling"
+    deployment_strategy: Manifest = (
+        {"type": "Recreate"}
+        if strategy == "Recreate"
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    )
+    pod_labels = {**labels("ModelDeployment", name, "server"), **selector(name)}
+    manifest: Manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": pod_labels},
+        "spec": {
+            "selector": {"matchLabels": selector(name)},
+            "strategy": deployment_strategy,
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        MODEL_DIGEST_ANNOTATION: sha256,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "initContainers": [fetch],
+                    "containers": [serve],
+                    "volumes": mounts.volumes,
+                },
+            },
+        },
+    }
+    if spec.autoscaling is None:
+        # With autoscaling the HPA owns the replica count; setting it here would fight it.
+        manifest["spec"]["replicas"] = 1 if spec.replicas is None else spec.replicas
+    return manifest
+
+
+def service(*, name: str, namespace: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels("ModelDeployment", name, "server"),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(name),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def autoscaler(*, name: str, namespace: str, spec: ModelDeploymentSpec) -> Manifest | None:
+    if spec.autoscaling is None:
+        return None
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels("ModelDeployment", name, "server"),
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }

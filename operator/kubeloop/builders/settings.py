@@ -1,0 +1,67 @@
+"""Operator configuration: images, the artifact store and the estimator allow-list.
+
+Read once from the operator's environment (set by the Helm chart); builders take it as an argument, so
+they stay pure and the tests can pass any configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+# The scikit-learn estimators the runtime maps to classes (kubeloop.runtime.estimators): the default allow-list.
+DEFAULT_ESTIMATORS = (
+    "LogisticRegression", "RidgeClassifier", "SGDClassifier", "DecisionTreeClassifier", "RandomForestClassifier",
+    "ExtraTreesClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier", "KNeighborsClassifier",
+    "GaussianNB", "SVC", "MLPClassifier", "LinearRegression", "Ridge", "Lasso", "ElasticNet",
+    "DecisionTreeRegressor", "RandomForestRegressor", "ExtraTreesRegressor", "GradientBoostingRegressor",
+    "HistGradientBoostingRegressor", "KNeighborsRegressor", "SVR", "MLPRegressor",
+)  # fmt: skip
+
+
+class SettingsError(ValueError):
+    """The operator's configuration is unusable; the message names the variable to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
+    server_image: str = "ghcr.io/kubeloop/server:0.1.0"
+    image_pull_policy: PullPolicy = "IfNotPresent"
+    store_uri: str = "file:///var/lib/kubeloop/store"
+    # A Secret in the object's namespace whose keys become env vars of the pods (AWS_ACCESS_KEY_ID, ...).
+    store_secret: str | None = None
+    allowed_estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
+    # How often the level-based reconcile runs for every object, in seconds.
+    resync_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from KUBELOOP_* variables; unset ones keep their defaults."""
+        default = cls()
+        policy = env.get("KUBELOOP_IMAGE_PULL_POLICY", default.image_pull_policy)
+        if policy not in ("Always", "IfNotPresent", "Never"):
+            raise SettingsError(f"KUBELOOP_IMAGE_PULL_POLICY={policy!r}: use Always, IfNotPresent or Never")
+        store_uri = env.get("KUBELOOP_STORE_URI", default.store_uri)
+        if not store_uri.startswith(("s3://", "file:///", "pvc://")):
+            raise SettingsError(
+                f"KUBELOOP_STORE_URI={store_uri!r}: use s3://bucket/prefix, file:///path or pvc://claim/path"
+            )
+        estimators = env.get("KUBELOOP_ALLOWED_ESTIMATORS", "")
+        try:
+            resync = float(env.get("KUBELOOP_RESYNC_SECONDS", default.resync_seconds))
+        except ValueError:
+            raise SettingsError("KUBELOOP_RESYNC_SECONDS must be a number of seconds") from None
+        return cls(
+            trainer_image=env.get("KUBELOOP_TRAINER_IMAGE", default.trainer_image),
+            server_image=env.get("KUBELOOP_SERVER_IMAGE", default.server_image),
+            image_pull_policy=policy,  # type: ignore[arg-type]  # checked above
+            store_uri=store_uri,
+            store_secret=env.get("KUBELOOP_STORE_SECRET") or None,
+            allowed_estimators=tuple(e.strip() for e in estimators.split(",") if e.strip())
+            or DEFAULT_ESTIMATORS,
+            resync_seconds=max(resync, 1.0),
+        )

@@ -1,0 +1,86 @@
+"""The training Jobs of a TrainingJob: one per trial (a single trial without search)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.builders.common import (
+    RUNTIME_COMMAND,
+    Manifest,
+    Mounts,
+    child_name,
+    config_env,
+    job,
+    labels,
+    resources,
+    store_env_from,
+)
+from kubeloop.builders.settings import Settings
+
+TRAIN_CONTAINER = "train"
+DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+
+
+def trial_job_name(training_job: str, generation: int, trial: int) -> str:
+    """Deterministic, so a restarted operator finds the Jobs it made instead of making more."""
+    return child_name(training_job, str(generation), "trial", str(trial))
+
+
+def trial_params(spec: TrainingJobSpec, trial: dict[str, Any]) -> dict[str, Any]:
+    """The estimator's parameters for one trial: the spec's params, overridden by the trial's."""
+    return {**(spec.model.params or {}), **trial}
+
+
+def training_job(
+    *,
+    name: str,
+    namespace: str,
+    spec: TrainingJobSpec,
+    generation: int,
+    trial: int,
+    params: dict[str, Any],
+    dataset: dict[str, str],
+    settings: Settings,
+) -> Manifest:
+    """The Job of one trial (python -m kubeloop.runtime train).
+
+    ``params`` are the trial's searched parameters (empty without search); ``dataset`` is the resolved
+    Dataset version: name, version and artifactURI.
+    """
+    mounts = Mounts()
+    mounts.store(settings.store_uri)
+    wire = spec.wire()
+    wire["model"]["params"] = trial_params(spec, params)
+    wire.pop("search", None)  # a pod runs one trial; the search itself is the operator's business
+    config = {
+        "kind": "TrainingJob",
+        "namespace": namespace,
+        "name": name,
+        "storeURI": settings.store_uri,
+        "generation": generation,
+        "trial": {"index": trial, "params": params},
+        "dataset": dataset,
+        "spec": wire,
+    }
+    container: Manifest = {
+        "name": TRAIN_CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": [config_env(config), {"name": "MPLCONFIGDIR", "value": "/tmp"}],
+        "envFrom": store_env_from(settings),
+        "resources": resources(spec.resources, DEFAULT_RESOURCES),
+    }
+    if spec.image is None:
+        # A custom image brings its own entrypoint; the contract is the environment and the result file.
+        container.update({"command": RUNTIME_COMMAND, "args": ["train"]})
+    job_labels = {**labels("TrainingJob", name, "train"), "kubeloop.io/trial": str(trial)}
+    return job(
+        name=trial_job_name(name, generation, trial),
+        namespace=namespace,
+        labels=job_labels,
+        container=container,
+        mounts=mounts,
+        backoff_limit=spec.backoff_limit,
+        active_deadline_seconds=spec.active_deadline_seconds,
+    )

@@ -1,0 +1,79 @@
+"""Reading a runtime Job's outcome: Job conditions plus the pod's JSON termination message."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubeloop.controllers.kube import Kube, Obj
+
+State = Literal["Running", "Succeeded", "Failed"]
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    # The runtime's result (termination message); {} while running or when the pod left none.
+    result: dict[str, Any]
+    message: str
+    reason: str
+
+
+def job_state(job: Obj) -> tuple[State, str, str]:
+    """State of a Job from its conditions, with the Job controller's reason and message on failure."""
+    for condition in job.get("status", {}).get("conditions", []):
+        if condition.get("status") != "True":
+            continue
+        if condition["type"] == "Complete":
+            return "Succeeded", "", ""
+        if condition["type"] == "Failed":
+            return "Failed", condition.get("reason", "JobFailed"), condition.get("message", "")
+    return "Running", "", ""
+
+
+def parse_result(message: str | None) -> dict[str, Any]:
+    """The runtime writes one JSON object; anything else (a log tail after a crash) is kept as text."""
+    if not message:
+        return {}
+    try:
+        parsed = json.loads(message.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return {"ok": False, "reason": "NoResult", "message": message.strip()[-1000:]}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def outcome(kube: Kube, job: Obj) -> Outcome:
+    state, reason, message = job_state(job)
+    if state == "Running":
+        return Outcome(state, {}, "", "")
+    result = parse_result(kube.termination_message(job["metadata"]["namespace"], job["metadata"]["name"]))
+    if state == "Failed":
+        reason = str(result.get("reason") or reason or "JobFailed")
+        message = str(result.get("message") or message or "the Job failed without a message")
+    elif result.get("ok") is False or not result:
+        # Exit 0 without a result breaks the runtime contract: report it rather than invent facts.
+        state, reason = "Failed", str(result.get("reason", "NoResult"))
+        message = str(
+            result.get("message", "the pod exited 0 but wrote no JSON result to /dev/termination-log")
+        )
+    return Outcome(state, result, message, reason)
+
+
+def seconds(duration: str) -> float:
+    """Seconds of a duration like 1h30m (the API's Duration pattern)."""
+    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(duration))
+
+
+def parse_time(value: str) -> datetime.datetime:
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def reason_word(text: str) -> str:
+    """A condition reason must be one CamelCase word."""
+    word = re.sub(r"[^A-Za-z0-9]", "", text)
+    return word if word[:1].isalpha() else f"Job{word}"
