@@ -184,7 +184,8 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
 
     out: pd.Series
     if kind in NUMERIC_TYPES:
-        numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else values.astype("float64")
+        numbers = (values.astype("float64") if pd.api.types.is_numeric_dtype(values)
+                   else pd.to_numeric(values.astype(object), errors="coerce"))
         numbers = numbers.astype("float64")
         bad(np.flatnonzero((numbers.isna() & ~null.to_numpy()).to_numpy()), f"is not a {kind}")
         if kind == "int":
@@ -198,7 +199,7 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
                 hits = numbers.notna() & test(numbers, float(col[bound]))
                 bad(np.flatnonzero(hits.to_numpy()), f"is {word} the {bound} {col[bound]}")
     elif kind == "bool":
-        if values.dtype == bool:
+        if pd.api.types.is_bool_dtype(values):
             out = values.astype("boolean")
         else:
             text = values.astype(str).str.strip().str.lower()
