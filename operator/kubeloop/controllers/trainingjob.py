@@ -59,12 +59,7 @@ def resolve_dataset(ctx: Context, spec: TrainingJobSpec) -> tuple[dict[str, str]
 def trials_of(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     if spec.search is None:
         return [{}]
-    space = {
-        p.name: p.values
-        if p.values is not None
-        else {"min": p.min, "max": p.max, "type": "int" if p.integer else "float", "log": p.log}
-        for p in spec.search.parameters
-    }
+    space = [p.wire() for p in spec.search.parameters]
     seed = spec.split.seed if spec.split else 42
     return expand_trials(spec.search.strategy, space, spec.search.max_trials, seed)
 

@@ -1,0 +1,194 @@
+"""Builders are pure: spec in, manifest out. Table-driven over the cases a user would write."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kubeloop.api.dataset import DatasetSpec
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.builders.common import child_name
+from kubeloop.builders.dataset import ingest_job, ingest_job_name
+from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, autoscaler, deployment, service
+from kubeloop.builders.settings import Settings, SettingsError
+from kubeloop.builders.training import trial_job_name, training_job
+
+SHA = "a" * 64
+SETTINGS = Settings(trainer_image="registry.local/trainer:1", server_image="registry.local/server:1",
+                    store_uri="s3://models/kubeloop", store_secret="store-creds")
+
+
+def config_of(container: dict[str, Any]) -> dict[str, Any]:
+    env = {e["name"]: e["value"] for e in container["env"]}
+    return json.loads(env["KUBELOOP_CONFIG"])  # type: ignore[no-any-return]
+
+
+def volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in pod["volumes"]}
+
+
+def assert_restricted(pod: dict[str, Any]) -> None:
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+
+@pytest.mark.parametrize(
+    ("source", "expect_volume", "expect_file"),
+    [
+        ({"builtin": "iris"}, None, None),
+        ({"url": "https://example.com/d.csv"}, None, None),
+        ({"pvc": {"claimName": "data", "path": "x.csv"}}, "pvc-data", None),
+        ({"configMapRef": {"name": "small", "key": "d.csv"}}, "source", "source"),
+        ({"s3": {"uri": "s3://bucket/d.csv", "credentialsSecretRef": {"name": "s3"}}}, "source-credentials",
+         "sourceCredentials"),
+    ],
+)
+def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_file: str | None) -> None:
+    spec = DatasetSpec.model_validate({"source": source})
+    job = ingest_job(name="iris", namespace="ml", spec=spec, generation=3, refresh=1, settings=SETTINGS)
+    assert job["metadata"]["name"] == "iris-ingest-3-1" == ingest_job_name("iris", 3, 1)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.local/trainer:1"
+    assert container["command"] == ["python", "-m", "kubeloop.runtime"] and container["args"] == ["ingest"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["envFrom"] == [{"secretRef": {"name": "store-creds", "optional": True}}]
+    config = config_of(container)
+    assert (config["namespace"], config["name"], config["storeURI"]) == ("ml", "iris", "s3://models/kubeloop")
+    assert config["spec"]["source"] == source
+    if expect_volume:
+        assert expect_volume in volumes(pod)
+    if expect_file:
+        assert expect_file in config["files"]
+    assert pod["restartPolicy"] == "Never"
+    assert_restricted(pod)
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2]
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def test_privacy_hash_key_is_a_mounted_file_not_config() -> None:
+    spec = DatasetSpec.model_validate({
+        "source": {"builtin": "wine"},
+        "privacy": {"hash": ["name"], "hashKeySecretRef": {"name": "pepper", "key": "k"}},
+    })
+    job = ingest_job(name="w", namespace="ml", spec=spec, generation=1, refresh=0, settings=SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    assert volumes(pod)["hash-key"]["secret"]["secretName"] == "pepper"
+    assert config_of(pod["containers"][0])["files"]["hashKey"] == "/var/run/kubeloop/hash-key/k"
+
+
+@pytest.mark.parametrize(
+    ("store", "volume"),
+    [("s3://b/p", None), ("file:///var/lib/kubeloop/store", "store"), ("pvc://artifacts/kubeloop", "pvc-artifacts")],
+)
+def test_store_volume(store: str, volume: str | None) -> None:
+    settings = Settings(store_uri=store)
+    job = ingest_job(name="d", namespace="ml", spec=DatasetSpec.model_validate({"source": {"builtin": "iris"}}),
+                     generation=1, refresh=0, settings=settings)
+    pod = job["spec"]["template"]["spec"]
+    names = set(volumes(pod)) - {"tmp"}
+    assert names == ({volume} if volume else set())
+    if volume == "pvc-artifacts":
+        assert {"name": "pvc-artifacts", "mountPath": "/mnt/pvc/artifacts", "readOnly": False} in (
+            pod["containers"][0]["volumeMounts"])
+
+
+TRAIN = {"datasetRef": {"name": "iris"}, "model": {"estimator": "LogisticRegression", "params": {"max_iter": 200}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "trial", "params", "image", "command"),
+    [
+        ({}, 0, {}, "registry.local/trainer:1", ["python", "-m", "kubeloop.runtime"]),
+        ({"backoffLimit": 0, "activeDeadlineSeconds": 60}, 4, {"C": 10.0}, "registry.local/trainer:1",
+         ["python", "-m", "kubeloop.runtime"]),
+        ({"image": "me/custom:2"}, 0, {}, "me/custom:2", None),
+    ],
+)
+def test_training_job(extra: dict[str, Any], trial: int, params: dict[str, Any], image: str, command: Any) -> None:
+    spec = TrainingJobSpec.model_validate({**TRAIN, **extra})
+    dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
+    job = training_job(name="iris-lr", namespace="ml", spec=spec, generation=2, trial=trial, params=params,
+                       dataset=dataset, settings=SETTINGS)
+    assert job["metadata"]["name"] == trial_job_name("iris-lr", 2, trial) == f"iris-lr-2-trial-{trial}"
+    assert job["spec"]["backoffLimit"] == spec.backoff_limit
+    assert job["spec"]["activeDeadlineSeconds"] == spec.active_deadline_seconds
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == image
+    assert container.get("command") == command
+    config = config_of(container)
+    assert config["trial"] == {"index": trial, "params": params}
+    assert config["spec"]["model"]["params"] == {"max_iter": 200, **params}
+    assert config["dataset"] == dataset
+    assert "search" not in config["spec"]
+    assert job["spec"]["template"]["metadata"]["labels"]["kubeloop.io/trial"] == str(trial)
+
+
+@pytest.mark.parametrize(
+    ("extra", "replicas", "strategy", "hpa"),
+    [
+        ({}, 1, "RollingUpdate", False),
+        ({"replicas": 3, "rollout": {"strategy": "Recreate"}}, 3, "Recreate", False),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}, None, "RollingUpdate", True),
+    ],
+)
+def test_serving(extra: dict[str, Any], replicas: int | None, strategy: str, hpa: bool) -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/models/x", "sha256": SHA}, **extra})
+    dep = deployment(name="iris", namespace="ml", spec=spec, uri="s3://b/models/x", sha256=SHA, settings=SETTINGS)
+    assert dep["spec"].get("replicas") == replicas
+    assert dep["spec"]["strategy"]["type"] == strategy
+    template = dep["spec"]["template"]
+    assert template["metadata"]["annotations"][MODEL_DIGEST_ANNOTATION] == SHA
+    pod = template["spec"]
+    assert_restricted(pod)
+    (fetch,), (serve,) = pod["initContainers"], pod["containers"]
+    assert fetch["args"] == ["fetch"] and serve["args"] == ["serve"]
+    assert fetch["image"] == serve["image"] == "registry.local/server:1"
+    assert serve["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert serve["ports"][0]["containerPort"] == 8080
+    assert config_of(serve)["model"] == {"uri": "s3://b/models/x", "sha256": SHA}
+    assert "envFrom" not in serve, "only fetch needs the store credentials"
+    model_mounts = {m["name"]: m["readOnly"] for c in (fetch, serve) for m in c["volumeMounts"] if m["name"] == "model"}
+    assert model_mounts == {"model": True}
+    assert [m["readOnly"] for m in fetch["volumeMounts"] if m["name"] == "model"] == [False]
+    svc = service(name="iris", namespace="ml")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert (autoscaler(name="iris", namespace="ml", spec=spec) is not None) == hpa
+
+
+def test_child_names_are_deterministic_and_short() -> None:
+    long = "x" * 120
+    name = child_name(long, "7", "trial", "12")
+    assert len(name) <= 63 and name.endswith("-7-trial-12")
+    assert name == child_name(long, "7", "trial", "12")
+    assert name != child_name("y" + long[1:], "7", "trial", "12")
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"KUBELOOP_IMAGE_PULL_POLICY": "Sometimes"}, "KUBELOOP_IMAGE_PULL_POLICY"),
+        ({"KUBELOOP_STORE_URI": "ftp://x"}, "KUBELOOP_STORE_URI"),
+        ({"KUBELOOP_RESYNC_SECONDS": "soon"}, "KUBELOOP_RESYNC_SECONDS"),
+    ],
+)
+def test_settings_errors_name_the_variable(env: dict[str, str], error: str) -> None:
+    with pytest.raises(SettingsError, match=error):
+        Settings.from_env(env)
+
+
+def test_settings_from_env() -> None:
+    settings = Settings.from_env({"KUBELOOP_ALLOWED_ESTIMATORS": "Ridge, SVC", "KUBELOOP_STORE_SECRET": "s"})
+    assert settings.allowed_estimators == ("Ridge", "SVC")
+    assert settings.store_secret == "s"
+    assert settings.image_pull_policy == "IfNotPresent"

@@ -1,0 +1,108 @@
+"""The CRDs are generated from the API models: pinned, structural, documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeloop.api import KINDS, crdgen
+
+REPO = Path(__file__).resolve().parents[2]
+# The only subtrees that keep unknown fields, and why: estimator hyperparameters (and searched values)
+# depend on the estimator, which the API server cannot know.
+FREE_FORM = {
+    "spec.model.params",
+    "spec.search.parameters[].values[]",
+    "status.trials[].params",
+    "status.model.params",
+    "spec.actions.retrain.template.spec.model.params",
+    "spec.actions.retrain.template.spec.search.parameters[].values[]",
+}
+
+
+def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)]
+    for name, child in node.get("properties", {}).items():
+        found += walk(child, f"{path}.{name}" if path else name)
+    if isinstance(node.get("items"), dict):
+        found += walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        found += walk(node["additionalProperties"], f"{path}{{}}")
+    return found
+
+
+def schema(kind: str) -> dict[str, Any]:
+    crd = crdgen.crd(next(k for k in KINDS if k.kind == kind))
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("directory", ["crds", "helm/kubeloop/crds"])
+def test_generated_files_are_current(directory: str) -> None:
+    for name, text in crdgen.rendered().items():
+        path = REPO / directory / name
+        assert path.exists(), f"{path} is missing: run `make generate`"
+        assert path.read_text() == text, f"{path} is stale: run `make generate`"
+
+
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS])
+def test_schema_is_structural_and_documented(kind: str) -> None:
+    for path, node in walk(schema(kind)):
+        assert not {"anyOf", "oneOf", "allOf", "$ref", "title"} & node.keys(), path
+        if path.startswith(("spec", "status")) and not path.endswith(("[]", "{}")):
+            assert node.get("description"), f"{kind} {path} has no description"
+        preserve = node.get("x-kubernetes-preserve-unknown-fields")
+        assert bool(preserve) == (path in FREE_FORM), f"{kind} {path}: unexpected free-form subtree"
+        assert node.get("type") or preserve or node.get("x-kubernetes-int-or-string"), f"{kind} {path} has no type"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_names_columns_and_subresources(kind: Any) -> None:
+    crd = crdgen.crd(kind)
+    names = crd["spec"]["names"]
+    assert names["categories"] == ["kubeloop"]
+    assert names["shortNames"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns[-1] == "Age" and len(columns) >= 3
+
+
+def test_printer_columns_show_what_users_want() -> None:
+    columns = {
+        k.kind: {c.name for c in k.columns} for k in KINDS
+    }
+    assert {"Ready", "Version", "Rows"} <= columns["Dataset"]
+    assert {"Succeeded", "Version", "Accuracy", "Model"} <= columns["TrainingJob"]
+    assert {"Ready", "Model", "Canary"} <= columns["ModelDeployment"]
+    assert {"Ready", "Drift"} <= columns["Monitor"]
+
+
+def test_cross_field_rules_are_cel() -> None:
+    rules = {
+        path: [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+        for kind in ("Dataset", "TrainingJob", "ModelDeployment")
+        for path, node in walk(schema(kind))
+    }
+    assert any("size() == 1" in r for r in rules["spec.source"])
+    assert any("self.parallelism <= self.maxTrials" in r for r in rules["spec.search"])
+    assert any("isSorted()" in r for r in rules["spec.rollout"])
+
+
+def test_defaults_and_enums() -> None:
+    nodes = dict(walk(schema("TrainingJob")))
+    assert nodes["spec.split.testFraction"]["default"] == 0.2
+    assert nodes["spec.search.strategy"]["enum"] == ["grid", "random"]
+    assert nodes["spec.backoffLimit"]["maximum"] == 10
+    assert "default" not in nodes["spec.image"]
+
+
+def test_samples_parse_with_the_models() -> None:
+    by_kind = {k.kind: k for k in KINDS}
+    samples = sorted((REPO / "manifests" / "samples").glob("*.yaml"))
+    assert {yaml.safe_load(p.read_text())["kind"] for p in samples} == set(by_kind)
+    for path in samples:
+        body = yaml.safe_load(path.read_text())
+        by_kind[body["kind"]].spec.model_validate(body["spec"])
