@@ -181,7 +181,9 @@ def export_onnx(model: Any, n_features: int, task: str) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     options = {id(_final(model)): {"zipmap": False}} if task == "classification" else None
-    onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, n_features]))], options=options)
+    # A fixed graph name: skl2onnx otherwise picks a random one, and the same model must give the same sha256.
+    onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, n_features]))], options=options,
+                          name="kubeloop")
     return bytes(onx.SerializeToString())
 
 
