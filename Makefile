@@ -42,3 +42,26 @@ images: host-deps ## Build the operator, trainer and server images and import th
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ API and operator
+OPERATOR_PKGS := operator/kubeloop/api operator/kubeloop/builders operator/kubeloop/controllers
+HELM ?= $(firstword $(wildcard $(HOME)/.cache/kubeloop/bin/*/helm) helm)
+.PHONY: generate lint manifests helm-lint run-operator
+generate: venv ## Generate crds/ from the API models and copy them into the Helm chart
+	$(PY) -m kubeloop.api.crdgen crds helm/kubeloop/crds
+
+manifests: ## Render the plain install YAML (manifests/install.yaml) from the Helm chart
+	$(HELM) template kubeloop helm/kubeloop --namespace kubeloop-system --skip-crds \
+		| sed '/^# Source:/d' > manifests/install.yaml
+
+lint: venv ## Lint: ruff, mypy --strict on the operator, import-layer contracts
+	$(VENV)/bin/ruff check $(OPERATOR_PKGS) tests/unit tests/integration
+	$(VENV)/bin/ruff format --check $(OPERATOR_PKGS)
+	$(VENV)/bin/mypy --strict $(OPERATOR_PKGS)
+	$(VENV)/bin/lint-imports
+
+helm-lint: ## helm lint the chart
+	$(HELM) lint helm/kubeloop
+
+run-operator: venv ## Run the operator locally against $$KUBECONFIG
+	$(VENV)/bin/kopf run --standalone --all-namespaces -m kubeloop.controllers.main

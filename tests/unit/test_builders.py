@@ -14,11 +14,15 @@ from kubeloop.builders.common import child_name
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, autoscaler, deployment, service
 from kubeloop.builders.settings import Settings, SettingsError
-from kubeloop.builders.training import trial_job_name, training_job
+from kubeloop.builders.training import training_job, trial_job_name
 
 SHA = "a" * 64
-SETTINGS = Settings(trainer_image="registry.local/trainer:1", server_image="registry.local/server:1",
-                    store_uri="s3://models/kubeloop", store_secret="store-creds")
+SETTINGS = Settings(
+    trainer_image="registry.local/trainer:1",
+    server_image="registry.local/server:1",
+    store_uri="s3://models/kubeloop",
+    store_secret="store-creds",
+)
 
 
 def config_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +52,11 @@ def assert_restricted(pod: dict[str, Any]) -> None:
         ({"url": "https://example.com/d.csv"}, None, None),
         ({"pvc": {"claimName": "data", "path": "x.csv"}}, "pvc-data", None),
         ({"configMapRef": {"name": "small", "key": "d.csv"}}, "source", "source"),
-        ({"s3": {"uri": "s3://bucket/d.csv", "credentialsSecretRef": {"name": "s3"}}}, "source-credentials",
-         "sourceCredentials"),
+        (
+            {"s3": {"uri": "s3://bucket/d.csv", "credentialsSecretRef": {"name": "s3"}}},
+            "source-credentials",
+            "sourceCredentials",
+        ),
     ],
 )
 def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_file: str | None) -> None:
@@ -73,14 +80,19 @@ def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_fi
     assert_restricted(pod)
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2]
-    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
 
 
 def test_privacy_hash_key_is_a_mounted_file_not_config() -> None:
-    spec = DatasetSpec.model_validate({
-        "source": {"builtin": "wine"},
-        "privacy": {"hash": ["name"], "hashKeySecretRef": {"name": "pepper", "key": "k"}},
-    })
+    spec = DatasetSpec.model_validate(
+        {
+            "source": {"builtin": "wine"},
+            "privacy": {"hash": ["name"], "hashKeySecretRef": {"name": "pepper", "key": "k"}},
+        }
+    )
     job = ingest_job(name="w", namespace="ml", spec=spec, generation=1, refresh=0, settings=SETTINGS)
     pod = job["spec"]["template"]["spec"]
     assert volumes(pod)["hash-key"]["secret"]["secretName"] == "pepper"
@@ -89,37 +101,66 @@ def test_privacy_hash_key_is_a_mounted_file_not_config() -> None:
 
 @pytest.mark.parametrize(
     ("store", "volume"),
-    [("s3://b/p", None), ("file:///var/lib/kubeloop/store", "store"), ("pvc://artifacts/kubeloop", "pvc-artifacts")],
+    [
+        ("s3://b/p", None),
+        ("file:///var/lib/kubeloop/store", "store"),
+        ("pvc://artifacts/kubeloop", "pvc-artifacts"),
+    ],
 )
 def test_store_volume(store: str, volume: str | None) -> None:
     settings = Settings(store_uri=store)
-    job = ingest_job(name="d", namespace="ml", spec=DatasetSpec.model_validate({"source": {"builtin": "iris"}}),
-                     generation=1, refresh=0, settings=settings)
+    job = ingest_job(
+        name="d",
+        namespace="ml",
+        spec=DatasetSpec.model_validate({"source": {"builtin": "iris"}}),
+        generation=1,
+        refresh=0,
+        settings=settings,
+    )
     pod = job["spec"]["template"]["spec"]
     names = set(volumes(pod)) - {"tmp"}
     assert names == ({volume} if volume else set())
     if volume == "pvc-artifacts":
         assert {"name": "pvc-artifacts", "mountPath": "/mnt/pvc/artifacts", "readOnly": False} in (
-            pod["containers"][0]["volumeMounts"])
+            pod["containers"][0]["volumeMounts"]
+        )
 
 
-TRAIN = {"datasetRef": {"name": "iris"}, "model": {"estimator": "LogisticRegression", "params": {"max_iter": 200}}}
+TRAIN = {
+    "datasetRef": {"name": "iris"},
+    "model": {"estimator": "LogisticRegression", "params": {"max_iter": 200}},
+}
 
 
 @pytest.mark.parametrize(
     ("extra", "trial", "params", "image", "command"),
     [
         ({}, 0, {}, "registry.local/trainer:1", ["python", "-m", "kubeloop.runtime"]),
-        ({"backoffLimit": 0, "activeDeadlineSeconds": 60}, 4, {"C": 10.0}, "registry.local/trainer:1",
-         ["python", "-m", "kubeloop.runtime"]),
+        (
+            {"backoffLimit": 0, "activeDeadlineSeconds": 60},
+            4,
+            {"C": 10.0},
+            "registry.local/trainer:1",
+            ["python", "-m", "kubeloop.runtime"],
+        ),
         ({"image": "me/custom:2"}, 0, {}, "me/custom:2", None),
     ],
 )
-def test_training_job(extra: dict[str, Any], trial: int, params: dict[str, Any], image: str, command: Any) -> None:
+def test_training_job(
+    extra: dict[str, Any], trial: int, params: dict[str, Any], image: str, command: Any
+) -> None:
     spec = TrainingJobSpec.model_validate({**TRAIN, **extra})
     dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
-    job = training_job(name="iris-lr", namespace="ml", spec=spec, generation=2, trial=trial, params=params,
-                       dataset=dataset, settings=SETTINGS)
+    job = training_job(
+        name="iris-lr",
+        namespace="ml",
+        spec=spec,
+        generation=2,
+        trial=trial,
+        params=params,
+        dataset=dataset,
+        settings=SETTINGS,
+    )
     assert job["metadata"]["name"] == trial_job_name("iris-lr", 2, trial) == f"iris-lr-2-trial-{trial}"
     assert job["spec"]["backoffLimit"] == spec.backoff_limit
     assert job["spec"]["activeDeadlineSeconds"] == spec.active_deadline_seconds
@@ -144,7 +185,9 @@ def test_training_job(extra: dict[str, Any], trial: int, params: dict[str, Any],
 )
 def test_serving(extra: dict[str, Any], replicas: int | None, strategy: str, hpa: bool) -> None:
     spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/models/x", "sha256": SHA}, **extra})
-    dep = deployment(name="iris", namespace="ml", spec=spec, uri="s3://b/models/x", sha256=SHA, settings=SETTINGS)
+    dep = deployment(
+        name="iris", namespace="ml", spec=spec, uri="s3://b/models/x", sha256=SHA, settings=SETTINGS
+    )
     assert dep["spec"].get("replicas") == replicas
     assert dep["spec"]["strategy"]["type"] == strategy
     template = dep["spec"]["template"]
@@ -158,7 +201,9 @@ def test_serving(extra: dict[str, Any], replicas: int | None, strategy: str, hpa
     assert serve["ports"][0]["containerPort"] == 8080
     assert config_of(serve)["model"] == {"uri": "s3://b/models/x", "sha256": SHA}
     assert "envFrom" not in serve, "only fetch needs the store credentials"
-    model_mounts = {m["name"]: m["readOnly"] for c in (fetch, serve) for m in c["volumeMounts"] if m["name"] == "model"}
+    model_mounts = {
+        m["name"]: m["readOnly"] for c in (fetch, serve) for m in c["volumeMounts"] if m["name"] == "model"
+    }
     assert model_mounts == {"model": True}
     assert [m["readOnly"] for m in fetch["volumeMounts"] if m["name"] == "model"] == [False]
     svc = service(name="iris", namespace="ml")

@@ -43,20 +43,45 @@ def deployment(generation: int, observed: int, sha: str, **status: Any) -> dict[
     ("live", "ready", "ready_replicas"),
     [
         (deployment(2, 2, SHA, replicas=2, updatedReplicas=2, availableReplicas=2), True, 2),
-        (deployment(2, 1, SHA, replicas=2, updatedReplicas=2, availableReplicas=2), False, 0),  # not observed yet
-        (deployment(2, 2, "c" * 64, replicas=2, updatedReplicas=2, availableReplicas=2), False, 0),  # old model
+        (
+            deployment(2, 1, SHA, replicas=2, updatedReplicas=2, availableReplicas=2),
+            False,
+            0,
+        ),  # not observed yet
+        (
+            deployment(2, 2, "c" * 64, replicas=2, updatedReplicas=2, availableReplicas=2),
+            False,
+            0,
+        ),  # old model
         (deployment(2, 2, SHA, replicas=3, updatedReplicas=2, availableReplicas=3), False, 2),  # old pod left
-        (deployment(2, 2, SHA, replicas=2, updatedReplicas=2, availableReplicas=1), False, 1),  # still loading
+        (
+            deployment(2, 2, SHA, replicas=2, updatedReplicas=2, availableReplicas=1),
+            False,
+            1,
+        ),  # still loading
     ],
 )
-def test_ready_only_with_the_wanted_model_everywhere(live: dict[str, Any], ready: bool, ready_replicas: int) -> None:
+def test_ready_only_with_the_wanted_model_everywhere(
+    live: dict[str, Any], ready: bool, ready_replicas: int
+) -> None:
     is_ready, degraded, replicas, _ = rollout_state(live, SHA)
     assert (is_ready, degraded, replicas) == (ready, False, ready_replicas)
 
 
 def test_stuck_rollout_is_degraded() -> None:
-    live = deployment(1, 1, SHA, conditions=[{"type": "Progressing", "status": "False",
-                                              "reason": "ProgressDeadlineExceeded", "message": "too slow"}])
+    live = deployment(
+        1,
+        1,
+        SHA,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "too slow",
+            }
+        ],
+    )
     assert rollout_state(live, SHA)[1] is True
 
 
@@ -96,12 +121,20 @@ def test_conditions_keep_transition_time_and_report_transitions() -> None:
 
 
 def test_search_trials() -> None:
-    spec = TrainingJobSpec.model_validate({
-        "datasetRef": {"name": "d"},
-        "model": {"estimator": "SVC"},
-        "search": {"parameters": [{"name": "C", "values": [1, 10]}, {"name": "kernel", "values": ["rbf", "linear"]}],
-                   "maxTrials": 3, "objective": {"metric": "accuracy"}},
-    })
+    spec = TrainingJobSpec.model_validate(
+        {
+            "datasetRef": {"name": "d"},
+            "model": {"estimator": "SVC"},
+            "search": {
+                "parameters": [
+                    {"name": "C", "values": [1, 10]},
+                    {"name": "kernel", "values": ["rbf", "linear"]},
+                ],
+                "maxTrials": 3,
+                "objective": {"metric": "accuracy"},
+            },
+        }
+    )
     trials = trials_of(spec)
     assert len(trials) == 3 and trials == trials_of(spec)
     assert trials_of(spec.model_copy(update={"search": None})) == [{}]

@@ -55,7 +55,9 @@ def test_schema_is_structural_and_documented(kind: str) -> None:
             assert node.get("description"), f"{kind} {path} has no description"
         preserve = node.get("x-kubernetes-preserve-unknown-fields")
         assert bool(preserve) == (path in FREE_FORM), f"{kind} {path}: unexpected free-form subtree"
-        assert node.get("type") or preserve or node.get("x-kubernetes-int-or-string"), f"{kind} {path} has no type"
+        assert node.get("type") or preserve or node.get("x-kubernetes-int-or-string"), (
+            f"{kind} {path} has no type"
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
@@ -71,9 +73,7 @@ def test_names_columns_and_subresources(kind: Any) -> None:
 
 
 def test_printer_columns_show_what_users_want() -> None:
-    columns = {
-        k.kind: {c.name for c in k.columns} for k in KINDS
-    }
+    columns = {k.kind: {c.name for c in k.columns} for k in KINDS}
     assert {"Ready", "Version", "Rows"} <= columns["Dataset"]
     assert {"Succeeded", "Version", "Accuracy", "Model"} <= columns["TrainingJob"]
     assert {"Ready", "Model", "Canary"} <= columns["ModelDeployment"]

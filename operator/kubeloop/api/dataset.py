@@ -35,7 +35,8 @@ class S3Source(KubeloopModel):
     endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://.+$")] | None = None
     """endpoint of the S3-compatible server; AWS when absent."""
     credentials_secret_ref: LocalObjectReference | None = None
-    """credentialsSecretRef names a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, mounted read-only."""
+    """credentialsSecretRef names a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, mounted read-
+    only."""
 
 
 class PVCSource(KubeloopModel):
@@ -183,7 +184,8 @@ class DatasetSpec(KubeloopModel):
     privacy: DatasetPrivacy | None = None
     """privacy lists columns to drop or hash before the snapshot is written."""
     refresh_interval: Duration | None = None
-    """refreshInterval re-ingests the source this often (e.g. 1h); a new version appears only when the content changes."""
+    """refreshInterval re-ingests the source this often (e.g. 1h); a new version appears only when the
+    content changes."""
     resources: ResourceRequirements | None = None
     """resources of the ingest pod."""
 
@@ -241,7 +243,8 @@ class DatasetStatus(KubeloopModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """observedGeneration is the metadata.generation this status describes."""
     conditions: Conditions | None = None
-    """conditions: Ready (a validated version is available) and Validated (the last ingest passed validation)."""
+    """conditions: Ready (a validated version is available) and Validated (the last ingest passed
+    validation)."""
     version: ShortText | None = None
     """version is the first 16 hex characters of the content hash of the current snapshot."""
     sha256: ShortText | None = None

@@ -98,7 +98,8 @@ class Rollout(KubeloopModel):
     )
 
     strategy: Literal["Recreate", "Rolling", "Canary"] = "Rolling"
-    """strategy: Recreate stops the old pods first, Rolling replaces them gradually, Canary shifts weight step by step."""
+    """strategy: Recreate stops the old pods first, Rolling replaces them gradually, Canary shifts weight
+    step by step."""
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=10)] | None = None
     """steps of a canary rollout, weights ascending and at most 100."""
     analysis: Analysis | None = None
@@ -135,7 +136,8 @@ class ModelDeploymentSpec(KubeloopModel):
     model: ModelSource
     """model to serve."""
     update_policy: Literal["Manual", "Auto"] = "Manual"
-    """updatePolicy Auto rolls out the newest succeeded, gate-passing TrainingJob matching trainingJobSelector."""
+    """updatePolicy Auto rolls out the newest succeeded, gate-passing TrainingJob matching
+    trainingJobSelector."""
     training_job_selector: LabelSelector | None = None
     """trainingJobSelector selects the TrainingJobs updatePolicy Auto picks from."""
     replicas: Annotated[int, Field(ge=0, le=100)] | None = None
@@ -182,7 +184,8 @@ class ModelDeploymentStatus(KubeloopModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """observedGeneration is the metadata.generation this status describes."""
     conditions: Conditions | None = None
-    """conditions: Ready (a pod loaded the wanted model and answered a test prediction), Progressing, Degraded."""
+    """conditions: Ready (a pod loaded the wanted model and answered a test prediction), Progressing,
+    Degraded."""
     url: ShortText | None = None
     """url of the inference service inside the cluster."""
     model: ServedModel | None = None
@@ -216,7 +219,8 @@ MODEL_DEPLOYMENT = Kind(
     # The name becomes the Service's name, which must be a DNS-1035 label.
     root_rules=(
         {
-            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 52",
+            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+            " && size(self.metadata.name) <= 52",
             "message": "metadata.name must start with a letter, hold only a-z, 0-9 and '-', "
             "and be at most 52 characters (it names the Service)",
         },

@@ -45,7 +45,8 @@ class Drift(KubeloopModel):
     method: Literal["psi", "ks", "js", "chi2"] = "psi"
     """method: psi (population stability index), ks (Kolmogorov-Smirnov), js (Jensen-Shannon), chi2."""
     threshold: Annotated[float, Field(gt=0)] = 0.2
-    """threshold above which a feature counts as drifted (a score for psi and js, a p-value below it for ks and chi2)."""
+    """threshold above which a feature counts as drifted (a score for psi and js, a p-value below it for ks
+    and chi2)."""
     min_samples: Annotated[int, Field(ge=1)] = 100
     """minSamples is the fewest predictions before drift is judged."""
     correction: Literal["none", "bonferroni", "holm"] = "bonferroni"
@@ -149,7 +150,8 @@ MONITOR = Kind(
     kind="Monitor",
     plural="monitors",
     short_names=("mon",),
-    description="A Monitor watches a ModelDeployment's SLOs and feature drift and alerts, rolls back or retrains.",
+    description="A Monitor watches a ModelDeployment's SLOs and feature drift "
+    "and alerts, rolls back or retrains.",
     spec=MonitorSpec,
     status=MonitorStatus,
     columns=(

@@ -37,9 +37,11 @@ class ModelSpec(KubeloopModel):
     """The estimator to fit."""
 
     estimator: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
-    """estimator is a name from the operator's allow-list (e.g. LogisticRegression); import paths are refused."""
+    """estimator is a name from the operator's allow-list (e.g. LogisticRegression); import paths are
+    refused."""
     params: FreeForm | None = None
-    """params are the estimator's hyperparameters, passed as keyword arguments (free-form: they depend on the estimator)."""
+    """params are the estimator's hyperparameters, passed as keyword arguments (free-form: they depend on the
+    estimator)."""
     task: Literal["classification", "regression"] | None = None
     """task is inferred from the target column when absent."""
 
@@ -158,11 +160,13 @@ class TrainingJobSpec(KubeloopModel):
     resources: ResourceRequirements | None = None
     """resources of each training pod."""
     backoff_limit: Annotated[int, Field(ge=0, le=10)] = 2
-    """backoffLimit is how many times an infrastructure failure is retried (data and code errors fail at once)."""
+    """backoffLimit is how many times an infrastructure failure is retried (data and code errors fail at
+    once)."""
     active_deadline_seconds: Annotated[int, Field(ge=1, le=604800)] = 3600
     """activeDeadlineSeconds bounds the run time of each training Job."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")] | None = None
-    """image overrides the trainer image with custom code that follows the runtime contract (config in KUBELOOP_CONFIG, result in /dev/termination-log)."""
+    """image overrides the trainer image with custom code that follows the runtime contract (config in
+    KUBELOOP_CONFIG, result in /dev/termination-log)."""
 
 
 class InputColumn(KubeloopModel):

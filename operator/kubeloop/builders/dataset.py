@@ -33,7 +33,7 @@ def ingest_job_name(dataset: str, generation: int, refresh: int) -> str:
 def ingest_job(
     *, name: str, namespace: str, spec: DatasetSpec, generation: int, refresh: int, settings: Settings
 ) -> Manifest:
-    """The Job that reads, validates, anonymises and snapshots the data (python -m kubeloop.runtime ingest)."""
+    """The Job that reads, validates, anonymises and snapshots the data (runtime `ingest`)."""
     mounts = Mounts()
     mounts.store(settings.store_uri)
     files: dict[str, str] = {}

@@ -12,14 +12,33 @@ from typing import Literal
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
-# The scikit-learn estimators the runtime maps to classes (kubeloop.runtime.estimators): the default allow-list.
+# The default allow-list: the scikit-learn estimators kubeloop.runtime.estimators maps to classes.
 DEFAULT_ESTIMATORS = (
-    "LogisticRegression", "RidgeClassifier", "SGDClassifier", "DecisionTreeClassifier", "RandomForestClassifier",
-    "ExtraTreesClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier", "KNeighborsClassifier",
-    "GaussianNB", "SVC", "MLPClassifier", "LinearRegression", "Ridge", "Lasso", "ElasticNet",
-    "DecisionTreeRegressor", "RandomForestRegressor", "ExtraTreesRegressor", "GradientBoostingRegressor",
-    "HistGradientBoostingRegressor", "KNeighborsRegressor", "SVR", "MLPRegressor",
-)  # fmt: skip
+    "LogisticRegression",
+    "RidgeClassifier",
+    "SGDClassifier",
+    "DecisionTreeClassifier",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "KNeighborsClassifier",
+    "GaussianNB",
+    "SVC",
+    "MLPClassifier",
+    "LinearRegression",
+    "Ridge",
+    "Lasso",
+    "ElasticNet",
+    "DecisionTreeRegressor",
+    "RandomForestRegressor",
+    "ExtraTreesRegressor",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingRegressor",
+    "KNeighborsRegressor",
+    "SVR",
+    "MLPRegressor",
+)
 
 
 class SettingsError(ValueError):

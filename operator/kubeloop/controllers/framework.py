@@ -9,6 +9,7 @@ transition and keeps the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -93,10 +94,9 @@ RUNTIME = Runtime()
 
 
 def post_event(body: Obj, type_: str, reason: str, message: str, logger: Any) -> None:
-    try:
+    # Outside kopf's context (unit use) there is no event poster; the log still has it.
+    with contextlib.suppress(LookupError):
         kopf.event(body, type=type_, reason=reason, message=message)  # type: ignore[arg-type]
-    except LookupError:  # outside kopf's context (unit use); the log still has it
-        pass
     logger.info("%s %s: %s", type_, reason, message)
 
 

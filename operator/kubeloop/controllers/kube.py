@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, cast
 
@@ -36,9 +37,9 @@ class NotFound(KubeError):
 def load_client() -> Any:
     """An ApiClient from the in-cluster service account, else from the kubeconfig (KUBECONFIG)."""
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     return kubernetes.client.ApiClient()
 
 
@@ -104,7 +105,8 @@ class Kube:
         )
 
     def create(self, manifest: Obj) -> Obj | None:
-        """Create unless it exists (Jobs are immutable: an existing one is never changed). None if it existed."""
+        """Create unless it exists (Jobs are immutable: an existing one is never changed). None if it
+        existed."""
         meta = manifest["metadata"]
         try:
             return self._call(
@@ -116,12 +118,10 @@ class Kube:
             raise
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self._call(
                 "DELETE", path(api_version, kind, namespace, name), body={"propagationPolicy": "Background"}
             )
-        except NotFound:
-            pass
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> Obj:
         return self._call(

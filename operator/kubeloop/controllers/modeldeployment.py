@@ -36,7 +36,7 @@ def _eligible(training_job: Obj) -> tuple[bool, str, str]:
 
 
 def resolve_model(ctx: Context, spec: ModelDeploymentSpec) -> tuple[Model | None, str, str]:
-    """The model to serve ({uri, sha256, trainingJob}), or (None, reason, message) saying what it waits for."""
+    """The model to serve ({uri, sha256, trainingJob}), or (None, reason, message): what it waits for."""
     if spec.update_policy == "Auto" and spec.training_job_selector is not None:
         candidates = ctx.kube.list(
             API_VERSION, "TrainingJob", ctx.namespace, spec.training_job_selector.match_labels

@@ -1,4 +1,4 @@
-"""TrainingJob controller: resolves the Dataset, runs one Job per trial, records the best model and the gate."""
+"""TrainingJob controller: resolves the Dataset, runs a Job per trial, records the best model, checks the gate."""
 
 from __future__ import annotations
 
@@ -185,18 +185,18 @@ def reconcile(ctx: Context) -> Obj:
                 **_fail(ctx, "ObjectiveMissing", f"no trial reported the objective metric {metric}"),
             }
         best = max(scored, key=lambda r: sign * r["metrics"][metric])
-    result = best.get("result")
-    if result is None:  # finished in an earlier pass: read its result again from the pod
+    best_result: dict[str, Any] | None = best.get("result")
+    if best_result is None:  # finished in an earlier pass: read its result again from the pod
         job = jobs.get(best["job"])
-        result = outcome(ctx.kube, job).result if job else {}
+        best_result = outcome(ctx.kube, job).result if job else {}
     try:
-        model = _model(result, dataset["version"])
+        model = _model(best_result, dataset["version"])
     except ValidationError as error:
         return {
             **fields,
             **_fail(ctx, "InvalidResult", f"trial {best['index']} reported an unusable model: {error}"),
         }
-    metrics = _metrics(result)
+    metrics = _metrics(best_result)
     passed, verdict = gate_verdict(spec.gate, metrics)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     ctx.conditions.set("Succeeded", "True", "Trained", f"model {model['sha256'][:12]} trained: {summary}")
