@@ -51,8 +51,10 @@ generate: venv ## Generate crds/ from the API models and copy them into the Helm
 	$(PY) -m kubeloop.api.crdgen crds helm/kubeloop/crds
 
 manifests: ## Render the plain install YAML (manifests/install.yaml) from the Helm chart
-	$(HELM) template kubeloop helm/kubeloop --namespace kubeloop-system --skip-crds \
-		| sed '/^# Source:/d' > manifests/install.yaml
+	{ printf '# Plain install: kubectl apply -f crds/ -f manifests/install.yaml (rendered from helm/kubeloop by make manifests).\n'; \
+	  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubeloop-system\n---\n'; \
+	  $(HELM) template kubeloop helm/kubeloop --namespace kubeloop-system --kube-version 1.34.0 --skip-crds --skip-tests \
+	  | sed '/^# Source:/d'; } > manifests/install.yaml
 
 lint: venv ## Lint: ruff, mypy --strict on the operator, import-layer contracts
 	$(VENV)/bin/ruff check $(OPERATOR_PKGS) tests/unit tests/integration
