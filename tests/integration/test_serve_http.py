@@ -5,6 +5,7 @@ No Kubernetes needed (so no marker): the server is started with ``python -m kube
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,9 +31,12 @@ class Server:
     """A server process; its stdout lines (JSON events) are collected by a thread."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubeloop.runtime", "serve", "--host", "127.0.0.1",
-                                      "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeloop.runtime", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         listening = self.wait_for("listening")
@@ -47,10 +51,8 @@ class Server:
     def events(self) -> list[dict[str, Any]]:
         out = []
         for line in list(self.lines):
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
-            except ValueError:
-                pass
         return out
 
     def wait_for(self, event: str, timeout: float = 60) -> dict[str, Any]:
@@ -131,29 +133,54 @@ def test_predictions_match_the_model_in_process(server: Server, forest_dir: Path
         out = {o["name"]: o for o in r.json()["outputs"]}
         assert r.json()["id"] == "7"
         assert out["label"]["data"] == [["low", "mid", "high"][i] for i in estimator.predict(x)]
-        np.testing.assert_allclose(np.reshape(out["probabilities"]["data"], (8, 3)), estimator.predict_proba(x),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.reshape(out["probabilities"]["data"], (8, 3)), estimator.predict_proba(x), atol=1e-5
+        )
     v1 = requests.post(f"{server.url}/v1/models/rf:predict", json={"instances": x.tolist()})
     assert v1.status_code == 200
     assert v1.json()["predictions"] == [["low", "mid", "high"][i] for i in estimator.predict(x)]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "message"), [
-    ("/v2/models/rf/infer", infer_body(ROW, name="input"), 400, "unknown input 'input': the model's input is 'X'"),
-    ("/v2/models/rf/infer", infer_body(ROW, shape=[1, 21]), 400, "has shape [1, 21]; the model takes [-1, 20]"),
-    ("/v2/models/rf/infer", infer_body(ROW, datatype="BYTES"), 400, "datatype 'BYTES'; the model takes FP32"),
-    ("/v2/models/rf/infer", infer_body(ROW[:10]), 400, "has 10 values, but shape [1, 20] needs 20"),
-    ("/v2/models/rf/infer", infer_body([float("nan")] + ROW[1:]), 400, "row 0 feature 'f0' is NaN"),
-    ("/v2/models/rf/infer", infer_body(ROW[:-1] + [float("-inf")]), 400, "feature 'f19' is infinity"),
-    ("/v2/models/rf/infer", b'{"inputs": [{"name": "X",', 400, "malformed JSON"),
-    ("/v2/models/rf/infer", b"", 400, "malformed JSON"),
-    ("/v1/models/rf:predict", {"instances": [ROW[:3]]}, 400, "'instances' must be rows of 20 numbers"),
-    ("/v2/models/other/infer", infer_body(ROW), 404, "model 'other' is not served here; this server serves 'rf'"),
-    ("/v2/models/rf/versions/9/infer", infer_body(ROW), 404, "model 'rf' has no version '9'"),
-    ("/v2/nowhere", infer_body(ROW), 404, "no such endpoint: /v2/nowhere"),
-])
-def test_client_mistakes_get_a_4xx_that_says_what_was_wrong(server: Server, path: str, body: Any, status: int,
-                                                            message: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (
+            "/v2/models/rf/infer",
+            infer_body(ROW, name="input"),
+            400,
+            "unknown input 'input': the model's input is 'X'",
+        ),
+        (
+            "/v2/models/rf/infer",
+            infer_body(ROW, shape=[1, 21]),
+            400,
+            "has shape [1, 21]; the model takes [-1, 20]",
+        ),
+        (
+            "/v2/models/rf/infer",
+            infer_body(ROW, datatype="BYTES"),
+            400,
+            "datatype 'BYTES'; the model takes FP32",
+        ),
+        ("/v2/models/rf/infer", infer_body(ROW[:10]), 400, "has 10 values, but shape [1, 20] needs 20"),
+        ("/v2/models/rf/infer", infer_body([float("nan"), *ROW[1:]]), 400, "row 0 feature 'f0' is NaN"),
+        ("/v2/models/rf/infer", infer_body([*ROW[:-1], float("-inf")]), 400, "feature 'f19' is infinity"),
+        ("/v2/models/rf/infer", b'{"inputs": [{"name": "X",', 400, "malformed JSON"),
+        ("/v2/models/rf/infer", b"", 400, "malformed JSON"),
+        ("/v1/models/rf:predict", {"instances": [ROW[:3]]}, 400, "'instances' must be rows of 20 numbers"),
+        (
+            "/v2/models/other/infer",
+            infer_body(ROW),
+            404,
+            "model 'other' is not served here; this server serves 'rf'",
+        ),
+        ("/v2/models/rf/versions/9/infer", infer_body(ROW), 404, "model 'rf' has no version '9'"),
+        ("/v2/nowhere", infer_body(ROW), 404, "no such endpoint: /v2/nowhere"),
+    ],
+)
+def test_client_mistakes_get_a_4xx_that_says_what_was_wrong(
+    server: Server, path: str, body: Any, status: int, message: str
+) -> None:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps writes NaN literals
     r = requests.post(server.url + path, data=data, headers={"Content-Type": "application/json"})
     assert r.status_code == status
@@ -169,8 +196,16 @@ def test_oversized_body_is_413(server: Server) -> None:
     big = infer_body([0.5] * 20 * 60000, shape=[60000, 20])
     r = requests.post(f"{server.url}/v2/models/rf/infer", data=json.dumps(big))
     assert r.status_code == 413 and "the limit is 1048576" in r.json()["error"]
-    chunked = raw(server.port, b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  + b"100000\r\n" + b" " * 0x100000 + b"\r\n" + b"10\r\n" + b" " * 16 + b"\r\n0\r\n\r\n")
+    chunked = raw(
+        server.port,
+        b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"100000\r\n"
+        + b" " * 0x100000
+        + b"\r\n"
+        + b"10\r\n"
+        + b" " * 16
+        + b"\r\n0\r\n\r\n",
+    )
     assert chunked.startswith(b"HTTP/1.1 413 ") and b"larger than the limit" in chunked
 
 
@@ -185,12 +220,16 @@ def test_pipelined_requests_are_batched_and_answered_in_order(server: Server) ->
     requests_ = []
     for i, row in enumerate(rows):
         body = json.dumps({"id": str(i), **infer_body(row.tolist())}).encode()
-        requests_.append(b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(body), body))
+        requests_.append(
+            b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
     requests_.insert(5, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
     before = batch_count(server)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"".join(requests_) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"".join(requests_) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -202,8 +241,9 @@ def test_pipelined_requests_are_batched_and_answered_in_order(server: Server) ->
 
 def batch_count(server: Server) -> float:
     text = requests.get(f"{server.url}/metrics").text
-    return next(float(line.split()[-1]) for line in text.splitlines()
-                if line.startswith("kubeloop_batch_size_count"))
+    return next(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("kubeloop_batch_size_count")
+    )
 
 
 def test_concurrent_clients_get_their_own_answers(server: Server) -> None:
@@ -217,7 +257,9 @@ def test_concurrent_clients_get_their_own_answers(server: Server) -> None:
     def client(offset: int) -> None:
         with requests.Session() as s:
             for i in range(offset, offset + 16):
-                r = s.post(f"{server.url}/v2/models/rf/infer", json={"id": str(i), **infer_body(x[i].tolist())})
+                r = s.post(
+                    f"{server.url}/v2/models/rf/infer", json={"id": str(i), **infer_body(x[i].tolist())}
+                )
                 if r.json()["outputs"][1]["data"] != expected[i] or r.json()["id"] != str(i):
                     errors.append(f"request {i} got another request's answer")
 
@@ -250,9 +292,14 @@ def test_tritonclient_works_unchanged(server: Server) -> None:
     for binary in (False, True):  # JSON data, and the binary tensor extension
         inp = httpclient.InferInput("X", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
-        result = client.infer("rf", [inp], outputs=[httpclient.InferRequestedOutput("probabilities",
-                                                                                    binary_data=False),
-                                                    httpclient.InferRequestedOutput("label", binary_data=False)])
+        result = client.infer(
+            "rf",
+            [inp],
+            outputs=[
+                httpclient.InferRequestedOutput("probabilities", binary_data=False),
+                httpclient.InferRequestedOutput("label", binary_data=False),
+            ],
+        )
         probs = result.as_numpy("probabilities")
         assert probs is not None and probs.shape == (3, 3)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -324,7 +371,12 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(forest_dir: Path) -> 
 
 
 def test_rss_of_a_serving_process_is_small(server: Server) -> None:
-    rss_kib = int(next(line.split()[1] for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines()
-                       if line.startswith("VmRSS:")))
+    rss_kib = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+    )
     assert rss_kib < 150 * 1024, f"RSS {rss_kib / 1024:.0f} MiB"
     assert os.path.exists(f"/proc/{server.proc.pid}")

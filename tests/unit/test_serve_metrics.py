@@ -24,7 +24,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
     d = tmp_path_factory.mktemp("lr")
     build_model_dir(d, "logistic_regression")
     baseline = json.loads((d / "baseline.json").read_text())
-    baseline["features"]["f1"] = {"kind": "categorical", "categories": ["0", "1"], "counts": [5, 5], "nulls": 0}
+    baseline["features"]["f1"] = {
+        "kind": "categorical",
+        "categories": ["0", "1"],
+        "counts": [5, 5],
+        "nulls": 0,
+    }
     (d / "baseline.json").write_text(json.dumps(baseline))
     return Model(d)
 
@@ -45,13 +50,16 @@ def test_feature_histograms_use_the_baseline_edges(model: Model) -> None:
     assert f0[f'model="logistic-regression",feature="f0",le="{edges[1]!r}"'] == 3
     assert f0['model="logistic-regression",feature="f0",le="+Inf"'] == 4
     cats = series(text, "kubeloop_feature_category_total")
-    assert cats == {'model="logistic-regression",feature="f1",category="0"': 1,
-                    'model="logistic-regression",feature="f1",category="1"': 2,
-                    'model="logistic-regression",feature="f1",category="__other__"': 1}
+    assert cats == {
+        'model="logistic-regression",feature="f1",category="0"': 1,
+        'model="logistic-regression",feature="f1",category="1"': 2,
+        'model="logistic-regression",feature="f1",category="__other__"': 1,
+    }
     assert not any('feature="f1"' in k for k in buckets)  # categorical: no histogram
     predictions = series(text, "kubeloop_predictions_total")
     assert sum(predictions.values()) == 4 and set(predictions) == {
-        f'model="logistic-regression",class="{c}"' for c in ("low", "mid", "high")}
+        f'model="logistic-regression",class="{c}"' for c in ("low", "mid", "high")
+    }
 
 
 def test_requests_latency_and_batches(model: Model) -> None:
@@ -60,13 +68,18 @@ def test_requests_latency_and_batches(model: Model) -> None:
     metrics.request("v2", 400, 0.0003)
     metrics.batch(np.zeros((3, 20), np.float32), model.predict(np.zeros((3, 20), np.float32)))
     text = metrics.render().decode()
-    assert series(text, "kubeloop_requests_total") == {'model="logistic-regression",protocol="v2",code="200"': 1,
-                                                       'model="logistic-regression",protocol="v2",code="400"': 1}
+    assert series(text, "kubeloop_requests_total") == {
+        'model="logistic-regression",protocol="v2",code="200"': 1,
+        'model="logistic-regression",protocol="v2",code="400"': 1,
+    }
     latency = series(text, "kubeloop_request_duration_seconds_bucket")
     assert latency['model="logistic-regression",protocol="v2",le="0.0001"'] == 1
     assert latency['model="logistic-regression",protocol="v2",le="+Inf"'] == 2
     batches = series(text, "kubeloop_batch_size_bucket")
-    assert batches['model="logistic-regression",le="2.0"'] == 0 and batches['model="logistic-regression",le="4.0"'] == 1
+    assert (
+        batches['model="logistic-regression",le="2.0"'] == 0
+        and batches['model="logistic-regression",le="4.0"'] == 1
+    )
     assert f'sha256="{model.sha256}"' in text
 
 

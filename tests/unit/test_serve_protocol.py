@@ -24,8 +24,12 @@ def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Codec]:
 
 def v2(data: Any, name: str = "X", shape: Any = None, datatype: Any = "FP32", **extra: Any) -> bytes:
     rows = np.asarray(data).reshape(-1, 20).shape[0] if shape is None else None
-    tensor = {"name": name, "shape": shape if shape is not None else [rows, 20], "datatype": datatype,
-              "data": data}
+    tensor = {
+        "name": name,
+        "shape": shape if shape is not None else [rows, 20],
+        "datatype": datatype,
+        "data": data,
+    }
     return orjson.dumps({"inputs": [tensor], **extra})
 
 
@@ -41,8 +45,12 @@ def test_v2_answers_labels_and_probabilities_like_scikit_learn(forest: tuple[Any
     assert answer["model_name"] == "random-forest" and answer["id"] == "r1"
     label, probs = answer["outputs"]
     classes = ["low", "mid", "high"]
-    assert label == {"name": "label", "datatype": "BYTES", "shape": [5],
-                     "data": [classes[i] for i in estimator.predict(x)]}
+    assert label == {
+        "name": "label",
+        "datatype": "BYTES",
+        "shape": [5],
+        "data": [classes[i] for i in estimator.predict(x)],
+    }
     assert probs["shape"] == [5, 3]
     np.testing.assert_allclose(np.reshape(probs["data"], (5, 3)), estimator.predict_proba(x), atol=1e-5)
 
@@ -59,52 +67,93 @@ def test_v1_accepts_rows_and_named_objects(forest: tuple[Any, Codec]) -> None:
 def test_binary_tensor_extension(forest: tuple[Any, Codec]) -> None:
     _, codec = forest
     raw = np.asarray([ROW], dtype=np.float32).tobytes()
-    header = orjson.dumps({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32",
-                                       "parameters": {"binary_data_size": len(raw)}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": [1, 20],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    )
     rows, _ = codec.decode_v2(header + raw, len(header))
     np.testing.assert_allclose(rows[0], ROW, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b'{"inputs": [', "malformed JSON"),
-    (b"[1, 2]", "must be a JSON object with 'inputs'"),
-    (b'{"inputs": []}', "'inputs' must be a non-empty list"),
-    (v2(ROW, name="features"), "unknown input 'features': the model's input is 'X'"),
-    (v2(ROW, datatype="BYTES"), "datatype 'BYTES'; the model takes FP32"),
-    (v2(ROW, datatype="BOOL"), "datatype 'BOOL'"),
-    (v2(ROW, shape=[20]), "has shape [20]; the model takes [-1, 20]"),
-    (v2(ROW, shape=[1, 19]), "has shape [1, 19]; the model takes [-1, 20]"),
-    (v2(ROW, shape=[0, 20]), "has shape [0, 20]"),
-    (v2(ROW[:19], shape=[1, 20]), "has 19 values, but shape [1, 20] needs 20"),
-    (v2(ROW, shape=[2, 20]), "has 20 values, but shape [2, 20] needs 40"),
-    (v2(["a"] * 20), "data must be numbers only"),
-    (v2([True] * 20), "data must be numbers only"),
-    (v2([None] * 20), "data must be numbers only"),
-    (v2([[1.0], [1.0, 2.0]], shape=[1, 20]), "not a regular array"),
-    (v2("1,2,3", shape=[1, 20]), "needs 'data', a list of numbers"),
-    (json.dumps({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32",
-                             "data": [float("nan"), *ROW[1:]]}]}).encode(), "row 0 feature 'f0' is NaN"),
-    (json.dumps({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP64",
-                             "data": [*ROW[:5], float("inf"), *ROW[6:]]}]}).encode(), "feature 'f5' is infinity"),
-    (v2([*ROW[:3], 1e300, *ROW[4:]], datatype="FP64"), "feature 'f3' is 1e+300 (beyond FP32 range)"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"inputs": [', "malformed JSON"),
+        (b"[1, 2]", "must be a JSON object with 'inputs'"),
+        (b'{"inputs": []}', "'inputs' must be a non-empty list"),
+        (v2(ROW, name="features"), "unknown input 'features': the model's input is 'X'"),
+        (v2(ROW, datatype="BYTES"), "datatype 'BYTES'; the model takes FP32"),
+        (v2(ROW, datatype="BOOL"), "datatype 'BOOL'"),
+        (v2(ROW, shape=[20]), "has shape [20]; the model takes [-1, 20]"),
+        (v2(ROW, shape=[1, 19]), "has shape [1, 19]; the model takes [-1, 20]"),
+        (v2(ROW, shape=[0, 20]), "has shape [0, 20]"),
+        (v2(ROW[:19], shape=[1, 20]), "has 19 values, but shape [1, 20] needs 20"),
+        (v2(ROW, shape=[2, 20]), "has 20 values, but shape [2, 20] needs 40"),
+        (v2(["a"] * 20), "data must be numbers only"),
+        (v2([True] * 20), "data must be numbers only"),
+        (v2([None] * 20), "data must be numbers only"),
+        (v2([[1.0], [1.0, 2.0]], shape=[1, 20]), "not a regular array"),
+        (v2("1,2,3", shape=[1, 20]), "needs 'data', a list of numbers"),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [float("nan"), *ROW[1:]]}
+                    ]
+                }
+            ).encode(),
+            "row 0 feature 'f0' is NaN",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "X",
+                            "shape": [1, 20],
+                            "datatype": "FP64",
+                            "data": [*ROW[:5], float("inf"), *ROW[6:]],
+                        }
+                    ]
+                }
+            ).encode(),
+            "feature 'f5' is infinity",
+        ),
+        (v2([*ROW[:3], 1e300, *ROW[4:]], datatype="FP64"), "feature 'f3' is 1e+300 (beyond FP32 range)"),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")
-def test_v2_rejects_with_a_message_saying_what_is_wrong(forest: tuple[Any, Codec], body: bytes,
-                                                        message: str) -> None:
+def test_v2_rejects_with_a_message_saying_what_is_wrong(
+    forest: tuple[Any, Codec], body: bytes, message: str
+) -> None:
     with pytest.raises(ClientError) as e:
         forest[1].decode_v2(body)
     assert e.value.status == 400
     assert message in e.value.message
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    ({"inputs": [ROW]}, "non-empty 'instances' list"),
-    ({"instances": []}, "non-empty 'instances' list"),
-    ({"instances": [ROW[:19]]}, "'instances' must be rows of 20 numbers"),
-    ({"instances": [{"f0": 1.0}]}, "instance 0 lacks features"),
-    ({"instances": [{**{f"f{i}": 0.0 for i in range(20)}, "age": 3}]}, "instance 0 has unknown features ['age']"),
-    ({"instances": [{f"f{i}": 0.0 for i in range(20)}, ROW]}, "instance 1 is not an object"),
-])
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"inputs": [ROW]}, "non-empty 'instances' list"),
+        ({"instances": []}, "non-empty 'instances' list"),
+        ({"instances": [ROW[:19]]}, "'instances' must be rows of 20 numbers"),
+        ({"instances": [{"f0": 1.0}]}, "instance 0 lacks features"),
+        (
+            {"instances": [{**{f"f{i}": 0.0 for i in range(20)}, "age": 3}]},
+            "instance 0 has unknown features ['age']",
+        ),
+        ({"instances": [{f"f{i}": 0.0 for i in range(20)}, ROW]}, "instance 1 is not an object"),
+    ],
+)
 def test_v1_rejects_with_a_message(forest: tuple[Any, Codec], doc: Any, message: str) -> None:
     with pytest.raises(ClientError) as e:
         forest[1].decode_v1(orjson.dumps(doc))
@@ -113,8 +162,13 @@ def test_v1_rejects_with_a_message(forest: tuple[Any, Codec], doc: Any, message:
 
 
 def test_binary_size_must_match(forest: tuple[Any, Codec]) -> None:
-    header = orjson.dumps({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32",
-                                       "parameters": {"binary_data_size": 80}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "X", "shape": [1, 20], "datatype": "FP32", "parameters": {"binary_data_size": 80}}
+            ]
+        }
+    )
     with pytest.raises(ClientError, match="declares binary_data_size 80, the body carries 4 bytes"):
         forest[1].decode_v2(header + b"\0\0\0\0", len(header))
     with pytest.raises(ClientError, match="Inference-Header-Content-Length 999 is larger than the body"):

@@ -27,13 +27,20 @@ def training_data(kind: str, n_features: int = 20, rows: int = 2000) -> tuple[np
     if kind == "linear_regression":
         x, y = make_regression(n_samples=rows, n_features=n_features, random_state=0)
     else:
-        x, y = make_classification(n_samples=rows, n_features=n_features, n_informative=10, n_classes=3,
-                                   random_state=0)
+        x, y = make_classification(
+            n_samples=rows, n_features=n_features, n_informative=10, n_classes=3, random_state=0
+        )
     return x.astype(np.float32), y
 
 
-def build_model_dir(dest: Path, kind: str = "random_forest", n_features: int = 20,
-                    classes: list[Any] | None = None, baseline: bool = True, name: str | None = None) -> Any:
+def build_model_dir(
+    dest: Path,
+    kind: str = "random_forest",
+    n_features: int = 20,
+    classes: list[Any] | None = None,
+    baseline: bool = True,
+    name: str | None = None,
+) -> Any:
     """Write model.onnx, model-card.json (and baseline.json); return the fitted estimator.
 
     The RandomForest is the benchmark's: 100 trees, depth 8, 20 features, 3 classes.
@@ -55,16 +62,22 @@ def build_model_dir(dest: Path, kind: str = "random_forest", n_features: int = 2
     dest.mkdir(parents=True, exist_ok=True)
     (dest / MODEL_FILE).write_bytes(data)
     features = [f"f{i}" for i in range(n_features)]
-    card: dict[str, Any] = {"name": name or kind.replace("_", "-"), "features": features,
-                            "sha256": hashlib.sha256(data).hexdigest()}
+    card: dict[str, Any] = {
+        "name": name or kind.replace("_", "-"),
+        "features": features,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     if kind == "linear_regression":
         card["task"] = "regression"
     else:
         card.update(task="classification", classes=classes or ["low", "mid", "high"])
     (dest / CARD_FILE).write_text(json.dumps(card))
     if baseline:
-        doc = {"version": 1, "rows": len(x),
-               "features": {f: stats.numeric_summary(x[:, i]) for i, f in enumerate(features)},
-               "target": stats.numeric_summary(np.asarray(y, dtype=np.float64))}
+        doc = {
+            "version": 1,
+            "rows": len(x),
+            "features": {f: stats.numeric_summary(x[:, i]) for i, f in enumerate(features)},
+            "target": stats.numeric_summary(np.asarray(y, dtype=np.float64)),
+        }
         (dest / BASELINE_FILE).write_text(json.dumps(doc))
     return estimator

@@ -17,8 +17,24 @@ from kubeloop import stats
 
 from .model import Model, Prediction
 
-LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Regression outputs without a numeric target in the baseline still get a (coarse) histogram.
 DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
@@ -66,8 +82,7 @@ class Histogram:
 class Metrics:
     def __init__(self, model: Model) -> None:
         self.model_label = f'model="{_label(model.name)}"'
-        self.info_labels = (f'{self.model_label},version="{_label(model.version)}",'
-                            f'sha256="{model.sha256}"')
+        self.info_labels = f'{self.model_label},version="{_label(model.version)}",sha256="{model.sha256}"'
         self.features = model.card.features
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, Histogram] = {}
@@ -80,8 +95,11 @@ class Metrics:
         self.class_counts = np.zeros(len(self.classes), dtype=np.int64)
         baseline = model.baseline.get("features", {})
         target = model.baseline.get("target") or {}
-        self.prediction_values = Histogram(target["edges"] if target.get("kind") == "numeric" and target.get("edges")
-                                           else DEFAULT_VALUE_BUCKETS)
+        self.prediction_values = Histogram(
+            target["edges"]
+            if target.get("kind") == "numeric" and target.get("edges")
+            else DEFAULT_VALUE_BUCKETS
+        )
         # Features the baseline knows, on its bins, so drift needs nothing but these series.
         self.numeric: list[tuple[int, str, Histogram]] = []
         self.categorical: list[tuple[int, str, list[str], list[int]]] = []
@@ -131,40 +149,58 @@ class Metrics:
     def render(self) -> bytes:
         self.flush()
         m = self.model_label
-        out = ["# HELP kubeloop_model_info The model this process serves (1 once loaded).",
-               "# TYPE kubeloop_model_info gauge", f"kubeloop_model_info{{{self.info_labels}}} 1",
-               "# HELP kubeloop_model_ready 1 when loaded, digest-checked and self-tested, and not draining.",
-               "# TYPE kubeloop_model_ready gauge", f"kubeloop_model_ready{{{m}}} {int(self.ready)}",
-               "# HELP kubeloop_requests_total Inference and metadata requests by protocol and HTTP status.",
-               "# TYPE kubeloop_requests_total counter"]
+        out = [
+            "# HELP kubeloop_model_info The model this process serves (1 once loaded).",
+            "# TYPE kubeloop_model_info gauge",
+            f"kubeloop_model_info{{{self.info_labels}}} 1",
+            "# HELP kubeloop_model_ready 1 when loaded, digest-checked and self-tested, and not draining.",
+            "# TYPE kubeloop_model_ready gauge",
+            f"kubeloop_model_ready{{{m}}} {int(self.ready)}",
+            "# HELP kubeloop_requests_total Inference and metadata requests by protocol and HTTP status.",
+            "# TYPE kubeloop_requests_total counter",
+        ]
         for (protocol, code), n in sorted(self.requests.items()):
             out.append(f'kubeloop_requests_total{{{m},protocol="{protocol}",code="{code}"}} {n}')
-        out += ["# HELP kubeloop_request_duration_seconds Time from the first byte of a request to its answer.",
-                "# TYPE kubeloop_request_duration_seconds histogram"]
+        out += [
+            "# HELP kubeloop_request_duration_seconds Time from the first byte of a request to its answer.",
+            "# TYPE kubeloop_request_duration_seconds histogram",
+        ]
         for protocol, hist in sorted(self.latency.items()):
             hist.render("kubeloop_request_duration_seconds", f'{m},protocol="{protocol}"', out)
-        out += ["# HELP kubeloop_batch_size Rows per ONNX Runtime call (micro-batches).",
-                "# TYPE kubeloop_batch_size histogram"]
+        out += [
+            "# HELP kubeloop_batch_size Rows per ONNX Runtime call (micro-batches).",
+            "# TYPE kubeloop_batch_size histogram",
+        ]
         self.batch_sizes.render("kubeloop_batch_size", m, out)
         if self.classes:
-            out += ["# HELP kubeloop_predictions_total Predictions by class.",
-                    "# TYPE kubeloop_predictions_total counter"]
+            out += [
+                "# HELP kubeloop_predictions_total Predictions by class.",
+                "# TYPE kubeloop_predictions_total counter",
+            ]
             for cls, n in zip(self.classes, self.class_counts.tolist(), strict=True):
                 out.append(f'kubeloop_predictions_total{{{m},class="{_label(cls)}"}} {n}')
         else:
-            out += ["# HELP kubeloop_prediction_value Predicted values (regression).",
-                    "# TYPE kubeloop_prediction_value histogram"]
+            out += [
+                "# HELP kubeloop_prediction_value Predicted values (regression).",
+                "# TYPE kubeloop_prediction_value histogram",
+            ]
             self.prediction_values.render("kubeloop_prediction_value", m, out)
         if self.numeric:
-            out += ["# HELP kubeloop_feature_value Input values on the bins of the training baseline.",
-                    "# TYPE kubeloop_feature_value histogram"]
+            out += [
+                "# HELP kubeloop_feature_value Input values on the bins of the training baseline.",
+                "# TYPE kubeloop_feature_value histogram",
+            ]
             for _, feature, hist in self.numeric:
                 hist.render("kubeloop_feature_value", f'{m},feature="{feature}"', out)
         if self.categorical:
-            out += ["# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
-                    "# TYPE kubeloop_feature_category_total counter"]
+            out += [
+                "# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
+                "# TYPE kubeloop_feature_category_total counter",
+            ]
             for _, feature, cats, counts in self.categorical:
                 for cat, n in zip([*cats, stats.OTHER], counts, strict=True):
-                    out.append(f'kubeloop_feature_category_total{{{m},feature="{feature}",'
-                               f'category="{_label(cat)}"}} {n}')
+                    out.append(
+                        f'kubeloop_feature_category_total{{{m},feature="{feature}",'
+                        f'category="{_label(cat)}"}} {n}'
+                    )
         return ("\n".join(out) + "\n").encode()

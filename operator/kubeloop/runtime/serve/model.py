@@ -65,17 +65,26 @@ class ModelCard:
             raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} must be a JSON object")
         task = doc.get("task")
         if task not in ("classification", "regression"):
-            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: task must be classification or "
-                                                     f"regression, not {task!r}")
+            raise ModelLoadError(
+                "InvalidModelCard", f"{CARD_FILE}: task must be classification or regression, not {task!r}"
+            )
         features = doc.get("features")
         if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: features must be a non-empty list of names")
+            raise ModelLoadError(
+                "InvalidModelCard", f"{CARD_FILE}: features must be a non-empty list of names"
+            )
         classes = doc.get("classes") or []
         if task == "classification" and (not isinstance(classes, list) or len(classes) < 2):
             raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: a classifier needs at least two classes")
-        return cls(name=str(doc.get("name") or "model"), task=task, features=features, classes=classes,
-                   sha256=doc.get("sha256"), version=doc.get("version"),
-                   allow_nan=bool(doc.get("allow_nan", False)))
+        return cls(
+            name=str(doc.get("name") or "model"),
+            task=task,
+            features=features,
+            classes=classes,
+            sha256=doc.get("sha256"),
+            version=doc.get("version"),
+            allow_nan=bool(doc.get("allow_nan", False)),
+        )
 
 
 def cpu_limit() -> float:
@@ -125,8 +134,13 @@ def sha256_file(path: Path) -> str:
 class Model:
     """An ONNX model with one 2-D float input, ready to answer ``predict(X)``."""
 
-    def __init__(self, model_dir: Path, expected_sha256: str | None = None, threads: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        expected_sha256: str | None = None,
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
         path = model_dir / MODEL_FILE
         if not path.is_file():
             raise ModelLoadError("ModelNotFound", f"{path} does not exist")
@@ -137,15 +151,17 @@ class Model:
         self.sha256 = sha256_file(path)
         for what, want in (("the expected digest", expected_sha256), (CARD_FILE, self.card.sha256)):
             if want and want.lower() != self.sha256:
-                raise ModelLoadError("DigestMismatch", f"{MODEL_FILE} has sha256 {self.sha256}, but {what} is "
-                                                       f"{want.lower()}")
+                raise ModelLoadError(
+                    "DigestMismatch", f"{MODEL_FILE} has sha256 {self.sha256}, but {what} is {want.lower()}"
+                )
         self.name = name or self.card.name
         self.version = self.card.version or self.sha256[:16]
         self.baseline = _read_baseline(model_dir / BASELINE_FILE)
         self.cpus = cpu_limit()
         try:
-            self.session = ort.InferenceSession(str(path), session_options(self.cpus, threads),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), session_options(self.cpus, threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as e:  # ORT raises its own exception types for a corrupt or unsupported graph
             raise ModelLoadError("InvalidModel", f"ONNX Runtime cannot load {MODEL_FILE}: {e}") from e
         self._bind_signature()
@@ -163,15 +179,20 @@ class Model:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
             got = [(i.name, i.type, i.shape) for i in inputs]
-            raise ModelLoadError("UnsupportedSignature", f"the server needs one 2-D float input, the model has {got}")
+            raise ModelLoadError(
+                "UnsupportedSignature", f"the server needs one 2-D float input, the model has {got}"
+            )
         self.input_name: str = inputs[0].name
         width = inputs[0].shape[1]
         if isinstance(width, int) and width != self.n_features:
-            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} lists {self.n_features} features, the model's "
-                                                     f"input '{self.input_name}' takes {width}")
+            raise ModelLoadError(
+                "InvalidModelCard",
+                f"{CARD_FILE} lists {self.n_features} features, the model's "
+                f"input '{self.input_name}' takes {width}",
+            )
         outputs = self.session.get_outputs()
         if self.classification:
-            # skl2onnx: [label, probabilities]; the probabilities are a tensor, or a list of dicts with ZipMap.
+            # skl2onnx: [label, probabilities]; probabilities are a tensor, or a list of dicts with ZipMap.
             probs = [o for o in outputs if o.type == "tensor(float)" or o.type.startswith("seq(map")]
             if not probs:
                 raise ModelLoadError("UnsupportedSignature", "a classifier needs a probability output")
@@ -194,8 +215,10 @@ class Model:
 
     def self_test(self) -> None:
         """One prediction on a typical row (the baseline's means, else zeros) must give a sane answer."""
-        row = [float((self.baseline.get("features", {}).get(f) or {}).get("mean") or 0.0)
-               for f in self.card.features]
+        row = [
+            float((self.baseline.get("features", {}).get(f) or {}).get("mean") or 0.0)
+            for f in self.card.features
+        ]
         x = np.array([row, row], dtype=np.float32)
         try:
             pred = self.predict(x)
@@ -205,16 +228,21 @@ class Model:
             assert pred.probabilities is not None
             n_classes = pred.probabilities.shape[1]
             if n_classes != len(self.card.classes):
-                raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} lists {len(self.card.classes)} classes, "
-                                                         f"the model predicts {n_classes}")
-            ok = bool(np.isfinite(pred.probabilities).all() and
-                      np.allclose(pred.probabilities.sum(axis=1), 1.0, atol=1e-3))
+                raise ModelLoadError(
+                    "InvalidModelCard",
+                    f"{CARD_FILE} lists {len(self.card.classes)} classes, the model predicts {n_classes}",
+                )
+            ok = bool(
+                np.isfinite(pred.probabilities).all()
+                and np.allclose(pred.probabilities.sum(axis=1), 1.0, atol=1e-3)
+            )
         else:
             assert pred.values is not None
             ok = bool(np.isfinite(pred.values).all())
         if not ok:
-            raise ModelLoadError("SelfTestFailed", "the self-test prediction is not finite (or probabilities "
-                                                   "do not sum to 1)")
+            raise ModelLoadError(
+                "SelfTestFailed", "the self-test prediction is not finite (or probabilities do not sum to 1)"
+            )
 
 
 def _read_baseline(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ every answer that never change once, when the model is loaded.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,23 @@ from .model import Model, Prediction
 
 # JSON carries every number as a double; integer types are accepted because a client with an int array
 # (e.g. tritonclient with np.int64) sends them. BOOL and BYTES are not numbers for this model.
-NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
-                               "UINT8", "UINT16", "UINT32", "UINT64"})
+NUMERIC_DATATYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
 # Dtypes that the binary tensor extension may carry, by V2 datatype.
-BINARY_DTYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "INT8": np.int8,
-                 "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
-                 "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64}
+BINARY_DTYPES = {
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+}
 
 
 class ClientError(Exception):
@@ -54,22 +66,33 @@ class Codec:
         self.n_features = model.n_features
         self.input_name = model.input_name
         self.expected_shape = f"[-1, {self.n_features}]"
+        self.allow_nan = model.card.allow_nan
         classes = model.card.classes
         self.label_datatype = "INT64" if all(isinstance(c, int) for c in classes) else "BYTES"
         self._class_json = [orjson.dumps(c) for c in classes]
         self._feature_index = {f: i for i, f in enumerate(model.card.features)}
         head = {"model_name": model.name, "model_version": model.version}
         self._v2_head = orjson.dumps(head)[:-1]  # '{"model_name":...,"model_version":...' reused every time
-        self.metadata = orjson.dumps({
-            "name": model.name, "versions": [model.version], "platform": "onnxruntime",
-            "sha256": model.sha256, "task": model.card.task, "features": model.card.features,
-            "classes": classes,
-            "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": [-1, self.n_features]}],
-            "outputs": ([{"name": "label", "datatype": self.label_datatype, "shape": [-1]},
-                         {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(classes)]}]
-                        if model.classification else
-                        [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]),
-        })
+        self.metadata = orjson.dumps(
+            {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": "onnxruntime",
+                "sha256": model.sha256,
+                "task": model.card.task,
+                "features": model.card.features,
+                "classes": classes,
+                "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": [-1, self.n_features]}],
+                "outputs": (
+                    [
+                        {"name": "label", "datatype": self.label_datatype, "shape": [-1]},
+                        {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(classes)]},
+                    ]
+                    if model.classification
+                    else [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+                ),
+            }
+        )
 
     # ------------------------------------------------------------------------------------------ decode
 
@@ -78,7 +101,9 @@ class Codec:
         binary = b""
         if json_length is not None:
             if json_length > len(body):
-                raise ClientError(400, f"Inference-Header-Content-Length {json_length} is larger than the body")
+                raise ClientError(
+                    400, f"Inference-Header-Content-Length {json_length} is larger than the body"
+                )
             body, binary = body[:json_length], body[json_length:]
         doc = _loads(body)
         if type(doc) is not dict:
@@ -87,7 +112,9 @@ class Codec:
         if type(inputs) is not list or not inputs:
             raise ClientError(400, "'inputs' must be a non-empty list of tensors")
         if len(inputs) != 1:
-            raise ClientError(400, f"the model takes exactly one input, '{self.input_name}'; got {len(inputs)}")
+            raise ClientError(
+                400, f"the model takes exactly one input, '{self.input_name}'; got {len(inputs)}"
+            )
         tensor = inputs[0]
         if type(tensor) is not dict:
             raise ClientError(400, "each input must be an object with name, shape, datatype and data")
@@ -96,13 +123,23 @@ class Codec:
             raise ClientError(400, f"unknown input {name!r}: the model's input is '{self.input_name}'")
         datatype = tensor.get("datatype")
         if datatype not in NUMERIC_DATATYPES:
-            raise ClientError(400, f"input '{name}' has datatype {datatype!r}; the model takes FP32 "
-                                   f"(any numeric datatype is converted)")
+            raise ClientError(
+                400,
+                f"input '{name}' has datatype {datatype!r}; the model takes FP32 "
+                f"(any numeric datatype is converted)",
+            )
         shape = tensor.get("shape")
-        if (type(shape) is not list or len(shape) != 2 or shape[1] != self.n_features
-                or type(shape[0]) is not int or shape[0] < 1):
-            raise ClientError(400, f"input '{name}' has shape {shape}; the model takes {self.expected_shape} "
-                                   f"(rows x features)")
+        if (
+            type(shape) is not list
+            or len(shape) != 2
+            or shape[1] != self.n_features
+            or type(shape[0]) is not int
+            or shape[0] < 1
+        ):
+            raise ClientError(
+                400,
+                f"input '{name}' has shape {shape}; the model takes {self.expected_shape} (rows x features)",
+            )
         params = tensor.get("parameters")
         if type(params) is dict and "binary_data_size" in params:
             array = self._binary_tensor(name, datatype, params["binary_data_size"], binary)
@@ -124,8 +161,11 @@ class Codec:
             instances = [self._row_from_object(i, inst) for i, inst in enumerate(instances)]
         array = self._array("instances", instances)
         if array.ndim != 2 or array.shape[1] != self.n_features:
-            raise ClientError(400, f"'instances' must be rows of {self.n_features} numbers "
-                                   f"({', '.join(self.model.card.features)}); got shape {list(array.shape)}")
+            raise ClientError(
+                400,
+                f"'instances' must be rows of {self.n_features} numbers "
+                f"({', '.join(self.model.card.features)}); got shape {list(array.shape)}",
+            )
         x = array.astype(np.float32, copy=False)
         self._check_finite(x, array, "instances")
         return x
@@ -150,28 +190,44 @@ class Codec:
         except (ValueError, TypeError):  # ragged nesting
             raise ClientError(400, f"input '{name}' data is not a regular array of numbers") from None
         if array.dtype.kind not in "fiu":
-            raise ClientError(400, f"input '{name}' data must be numbers only (found {array.dtype.name} "
-                                   f"values such as strings, booleans or null)")
+            raise ClientError(
+                400,
+                f"input '{name}' data must be numbers only (found {array.dtype.name} "
+                f"values such as strings, booleans or null)",
+            )
         return array
 
     @staticmethod
     def _binary_tensor(name: str, datatype: str, size: Any, binary: bytes) -> np.ndarray:
         if type(size) is not int or size != len(binary):
-            raise ClientError(400, f"input '{name}' declares binary_data_size {size}, the body carries "
-                                   f"{len(binary)} bytes after the JSON header")
+            raise ClientError(
+                400,
+                f"input '{name}' declares binary_data_size {size}, the body carries "
+                f"{len(binary)} bytes after the JSON header",
+            )
         dtype = np.dtype(BINARY_DTYPES[datatype])
         if size % dtype.itemsize:
             raise ClientError(400, f"input '{name}': {size} bytes is not a whole number of {datatype} values")
         return np.frombuffer(binary, dtype=dtype)
 
     def _check_finite(self, x: np.ndarray, original: np.ndarray, name: str) -> None:
-        if self.model.card.allow_nan or np.isfinite(x).all():
+        if self.allow_nan:
+            return
+        flat = x.ravel()
+        # A NaN or infinity anywhere makes the dot product non-finite; it is ~4x cheaper than isfinite().all()
+        # on a row. Huge but finite values may overflow it: then the exact check decides.
+        if math.isfinite(flat.dot(flat)) or np.isfinite(flat).all():
             return
         row, col = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
         value = original.reshape(x.shape)[row, col]
-        what = "NaN" if np.isnan(value) else ("infinity" if np.isinf(value) else f"{value} (beyond FP32 range)")
-        raise ClientError(400, f"input '{name}' row {row} feature '{self.model.card.features[col]}' is {what}; "
-                               f"this model takes finite numbers only")
+        what = (
+            "NaN" if np.isnan(value) else ("infinity" if np.isinf(value) else f"{value} (beyond FP32 range)")
+        )
+        raise ClientError(
+            400,
+            f"input '{name}' row {row} feature '{self.model.card.features[col]}' is {what}; "
+            f"this model takes finite numbers only",
+        )
 
     # ------------------------------------------------------------------------------------------ encode
 
@@ -181,20 +237,36 @@ class Codec:
             parts.append(b',"id":' + orjson.dumps(request_id))
         if pred.probabilities is not None and pred.labels is not None:
             n, c = pred.probabilities.shape
-            parts += [b',"outputs":[{"name":"label","datatype":"', self.label_datatype.encode(),
-                      b'","shape":[%d],"data":' % n, self._labels_json(pred.labels),
-                      b'},{"name":"probabilities","datatype":"FP32","shape":[%d,%d],"data":' % (n, c),
-                      orjson.dumps(pred.probabilities.ravel(), option=orjson.OPT_SERIALIZE_NUMPY), b"}]}"]
+            parts += [
+                b',"outputs":[{"name":"label","datatype":"',
+                self.label_datatype.encode(),
+                b'","shape":[%d],"data":' % n,
+                self._labels_json(pred.labels),
+                b'},{"name":"probabilities","datatype":"FP32","shape":[%d,%d],"data":' % (n, c),
+                orjson.dumps(pred.probabilities.ravel(), option=orjson.OPT_SERIALIZE_NUMPY),
+                b"}]}",
+            ]
         else:
             assert pred.values is not None
-            parts += [b',"outputs":[{"name":"predictions","datatype":"FP32","shape":[%d],"data":' % len(pred.values),
-                      orjson.dumps(pred.values, option=orjson.OPT_SERIALIZE_NUMPY), b"}]}"]
+            parts += [
+                b',"outputs":[{"name":"predictions","datatype":"FP32","shape":[%d],"data":'
+                % len(pred.values),
+                orjson.dumps(pred.values, option=orjson.OPT_SERIALIZE_NUMPY),
+                b"}]}",
+            ]
         return b"".join(parts)
 
     def encode_v1(self, pred: Prediction) -> bytes:
         if pred.probabilities is not None and pred.labels is not None:
-            return b"".join([b'{"predictions":', self._labels_json(pred.labels), b',"probabilities":',
-                             orjson.dumps(pred.probabilities, option=orjson.OPT_SERIALIZE_NUMPY), b"}"])
+            return b"".join(
+                [
+                    b'{"predictions":',
+                    self._labels_json(pred.labels),
+                    b',"probabilities":',
+                    orjson.dumps(pred.probabilities, option=orjson.OPT_SERIALIZE_NUMPY),
+                    b"}",
+                ]
+            )
         return b'{"predictions":' + orjson.dumps(pred.values, option=orjson.OPT_SERIALIZE_NUMPY) + b"}"
 
     def _labels_json(self, labels: np.ndarray) -> bytes:

@@ -33,8 +33,16 @@ from .metrics import Metrics
 from .model import Model, ModelLoadError, Prediction
 from .protocol import ClientError, Codec
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 TOKEN_RELOAD_SECONDS = 10.0  # a mounted Secret is updated in place by the kubelet
@@ -88,12 +96,32 @@ def head(status: int, keep_alive: bool, content_type: bytes = JSON) -> bytes:
 class Item:
     """One request waiting in the batch queue: rows to predict, or an answer that must keep its place."""
 
-    __slots__ = ("body", "conn", "content_type", "keep_alive", "kind", "protocol", "request_id", "status", "t0",
-                 "x")
+    __slots__ = (
+        "body",
+        "conn",
+        "content_type",
+        "keep_alive",
+        "kind",
+        "protocol",
+        "request_id",
+        "status",
+        "t0",
+        "x",
+    )
 
-    def __init__(self, conn: Connection, kind: int, protocol: str, keep_alive: bool, t0: float,
-                 x: np.ndarray | None = None, request_id: Any = None, status: int = 200, body: bytes = b"",
-                 content_type: bytes = JSON) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        kind: int,
+        protocol: str,
+        keep_alive: bool,
+        t0: float,
+        x: np.ndarray | None = None,
+        request_id: Any = None,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: bytes = JSON,
+    ) -> None:
         self.conn, self.kind, self.protocol, self.keep_alive, self.t0 = conn, kind, protocol, keep_alive, t0
         self.x, self.request_id, self.status, self.body = x, request_id, status, body
         self.content_type = content_type
@@ -139,8 +167,9 @@ class App:
             self.routes[base + b"/infer"] = (INFER_V2, b"POST", "v2", auth, b"")
         self.routes[b"/v1/models/" + name] = (STATIC, b"GET", "v1", auth, b"")
         self.routes[b"/v1/models/" + name + b":predict"] = (PREDICT_V1, b"POST", "v1", auth, b"")
-        self.ready_body = json.dumps({"ready": True, "model": model.name, "version": model.version,
-                                      "sha256": model.sha256}).encode()
+        self.ready_body = json.dumps(
+            {"ready": True, "model": model.name, "version": model.version, "sha256": model.sha256}
+        ).encode()
         self.ready = self.metrics.ready = True
 
     def _reload_tokens(self) -> None:
@@ -160,8 +189,16 @@ class App:
 
     # ------------------------------------------------------------------------------------------ requests
 
-    def dispatch(self, conn: Connection, method: bytes, url: bytes, body: bytes, keep_alive: bool,
-                 auth: bytes | None, json_length: int | None) -> None:
+    def dispatch(
+        self,
+        conn: Connection,
+        method: bytes,
+        url: bytes,
+        body: bytes,
+        keep_alive: bool,
+        auth: bytes | None,
+        json_length: int | None,
+    ) -> None:
         t0 = conn.t0
         if b"?" in url:
             url = url.split(b"?", 1)[0]
@@ -171,14 +208,27 @@ class App:
             return
         kind, want_method, protocol, needs_auth, static = route
         if method != want_method:
-            conn.answer(405, error_body(f"{url.decode(errors='replace')} takes {want_method.decode()}, not "
-                                        f"{method.decode(errors='replace')}"), protocol, keep_alive, t0)
+            conn.answer(
+                405,
+                error_body(
+                    f"{url.decode(errors='replace')} takes {want_method.decode()}, not "
+                    f"{method.decode(errors='replace')}"
+                ),
+                protocol,
+                keep_alive,
+                t0,
+            )
             return
         if needs_auth and not self._authorized(auth):
-            conn.answer(401, error_body("a valid bearer token is required (Authorization: Bearer <token>)"),
-                        protocol, keep_alive, t0)
+            conn.answer(
+                401,
+                error_body("a valid bearer token is required (Authorization: Bearer <token>)"),
+                protocol,
+                keep_alive,
+                t0,
+            )
             return
-        if kind == INFER_V2 or kind == PREDICT_V1:
+        if kind in (INFER_V2, PREDICT_V1):
             codec = self.codec
             assert codec is not None
             try:
@@ -221,11 +271,13 @@ class App:
                 return 503, error_body("the model is not loaded yet")
             name = parts[3].split(":", 1)[0]
             if name != self.model.name:
-                return 404, error_body(f"model '{name}' is not served here; this server serves "
-                                       f"'{self.model.name}'")
+                return 404, error_body(
+                    f"model '{name}' is not served here; this server serves '{self.model.name}'"
+                )
             if len(parts) > 5 and parts[4] == "versions" and parts[5] != self.model.version:
-                return 404, error_body(f"model '{name}' has no version '{parts[5]}'; it has "
-                                       f"'{self.model.version}'")
+                return 404, error_body(
+                    f"model '{name}' has no version '{parts[5]}'; it has '{self.model.version}'"
+                )
         return 404, error_body(f"no such endpoint: {url.decode(errors='replace')}")
 
     def _authorized(self, auth: bytes | None) -> bool:
@@ -344,7 +396,9 @@ class Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             if value.isdigit() and int(value) > self.app.config.max_body_bytes:
-                self.fail(413, f"the body is {int(value)} bytes; the limit is {self.app.config.max_body_bytes}")
+                self.fail(
+                    413, f"the body is {int(value)} bytes; the limit is {self.app.config.max_body_bytes}"
+                )
         elif name == b"authorization":
             self.auth = value
         elif name == b"inference-header-content-length":
@@ -371,24 +425,37 @@ class Connection(asyncio.Protocol):
             self.answer(400, error_body(self.bad_header), "http", keep_alive, self.t0)
             return
         try:
-            self.app.dispatch(self, self.parser.get_method(), self.url, body, keep_alive, self.auth,
-                              self.json_length)
+            self.app.dispatch(
+                self, self.parser.get_method(), self.url, body, keep_alive, self.auth, self.json_length
+            )
         except Exception as e:  # a bug must cost one request, never the process
             log("request_failed", error=repr(e))
             self.answer(500, error_body(f"internal error: {e}"), "http", keep_alive, self.t0)
 
     # answers ----------------------------------------------------------------------------------------
 
-    def answer(self, status: int, body: bytes, protocol: str, keep_alive: bool, t0: float,
-               content_type: bytes = JSON) -> None:
+    def answer(
+        self, status: int, body: bytes, protocol: str, keep_alive: bool, t0: float, content_type: bytes = JSON
+    ) -> None:
         if self.inflight:  # an earlier pipelined request is in the batch queue: keep answers in order
-            self.app.enqueue_answer(Item(self, STATIC, protocol, keep_alive, t0, status=status, body=body,
-                                         content_type=content_type))
+            self.app.enqueue_answer(
+                Item(
+                    self,
+                    STATIC,
+                    protocol,
+                    keep_alive,
+                    t0,
+                    status=status,
+                    body=body,
+                    content_type=content_type,
+                )
+            )
             return
         self.write(status, body, protocol, keep_alive, t0, content_type)
 
-    def write(self, status: int, body: bytes, protocol: str, keep_alive: bool, t0: float,
-              content_type: bytes = JSON) -> None:
+    def write(
+        self, status: int, body: bytes, protocol: str, keep_alive: bool, t0: float, content_type: bytes = JSON
+    ) -> None:
         metrics = self.app.metrics
         if protocol and metrics is not None:
             metrics.request(protocol, status, time.perf_counter() - t0)
@@ -428,8 +495,9 @@ async def serve(config: ServeConfig) -> int:
     """Listen at once (liveness answers while loading), load, serve until SIGTERM, drain, exit."""
     loop = asyncio.get_running_loop()
     app = App(config)
-    server = await loop.create_server(lambda: Connection(app), config.host, config.port, backlog=2048,
-                                      reuse_address=True)
+    server = await loop.create_server(
+        lambda: Connection(app), config.host, config.port, backlog=2048, reuse_address=True
+    )
     port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -437,9 +505,11 @@ async def serve(config: ServeConfig) -> int:
     log("listening", host=config.host, port=port, pid=os.getpid())
 
     load: asyncio.Future[Model] = loop.run_in_executor(
-        None, lambda: Model(config.model_dir, config.expected_sha256, config.ort_threads, config.model_name))
+        None, lambda: Model(config.model_dir, config.expected_sha256, config.ort_threads, config.model_name)
+    )
     stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([load, stopped], return_when=asyncio.FIRST_COMPLETED)
+    waiters: list[asyncio.Future[Any]] = [load, stopped]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if load.done():
         try:
             model = load.result()
@@ -450,9 +520,17 @@ async def serve(config: ServeConfig) -> int:
         app.set_model(model)
         # The model's objects live as long as the process: keep the cyclic GC from walking them again.
         gc.freeze()
-        log("ready", model=model.name, version=model.version, sha256=model.sha256, cpus=model.cpus,
+        log(
+            "ready",
+            model=model.name,
+            version=model.version,
+            sha256=model.sha256,
+            cpus=model.cpus,
             ort_threads=model.session.get_session_options().intra_op_num_threads,
-            batching=config.batching, max_batch_rows=config.max_batch_rows, auth=config.auth_token_file is not None)
+            batching=config.batching,
+            max_batch_rows=config.max_batch_rows,
+            auth=config.auth_token_file is not None,
+        )
     await stopped
     await drain(app, server, config)
     return 0
