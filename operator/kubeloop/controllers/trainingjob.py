@@ -1,4 +1,4 @@
-"""TrainingJob controller: resolves the Dataset, runs a Job per trial, records the best model, checks the gate."""
+"""TrainingJob controller: resolve the Dataset, run a Job per trial, record the best model, check the gate."""
 
 from __future__ import annotations
 

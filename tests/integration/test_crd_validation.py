@@ -1,0 +1,157 @@
+"""The API server rejects invalid objects, and its message names the field to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHA = "0" * 64
+DATASET = {"source": {"builtin": "iris"}}
+TRAINING = {"datasetRef": {"name": "iris"}, "model": {"estimator": "LogisticRegression"}}
+SERVING = {"model": {"uri": "s3://b/models/x", "sha256": SHA}}
+MONITOR = {"deploymentRef": {"name": "iris"}, "drift": {}}
+SEARCH = {"parameters": [{"name": "C", "values": [1, 2]}], "objective": {"metric": "accuracy"}}
+
+
+def merged(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**base, **changes}
+
+
+# (kind, spec, words the error must contain: the field and what is wrong)
+INVALID = [
+    ("Dataset", {"source": {"builtin": "iris", "url": "https://h/d.csv"}}, ["spec.source", "exactly one of"]),
+    ("Dataset", {"source": {}}, ["spec.source", "exactly one of"]),
+    ("Dataset", {"source": {"builtin": "mnist"}}, ["spec.source.builtin", "Unsupported value"]),
+    ("Dataset", {"source": {"url": "ftp://h/d.csv"}}, ["spec.source.url"]),
+    ("Dataset", merged(DATASET, colour="red"), ['unknown field "spec.colour"']),
+    ("Dataset", merged(DATASET, format="xlsx"), ["spec.format"]),
+    ("Dataset", merged(DATASET, validation={"maxNullFraction": 1.5}), ["spec.validation.maxNullFraction"]),
+    (
+        "Dataset",
+        merged(DATASET, privacy={"hash": ["email"]}),
+        ["spec.privacy", "hashKeySecretRef is required"],
+    ),
+    ("Dataset", merged(DATASET, refreshInterval="tomorrow"), ["spec.refreshInterval"]),
+    (
+        "Dataset",
+        merged(
+            DATASET,
+            schema={"target": "y", "columns": [{"name": "y", "type": "float", "minimum": 2, "maximum": 1}]},
+        ),
+        ["spec.schema.columns[0]", "minimum must not be greater than maximum"],
+    ),
+    (
+        "Dataset",
+        merged(DATASET, schema={"target": "y", "columns": [{"name": "x", "type": "float"}]}),
+        ["spec.schema", "target must be one of the listed columns"],
+    ),
+    ("TrainingJob", {"model": {"estimator": "SVC"}}, ["spec.datasetRef", "Required"]),
+    ("TrainingJob", merged(TRAINING, model={"estimator": "sklearn.svm.SVC"}), ["spec.model.estimator"]),
+    ("TrainingJob", merged(TRAINING, split={"testFraction": 1}), ["spec.split.testFraction"]),
+    (
+        "TrainingJob",
+        merged(TRAINING, search=merged(SEARCH, maxTrials=2, parallelism=3)),
+        ["spec.search", "parallelism must not exceed maxTrials"],
+    ),
+    (
+        "TrainingJob",
+        merged(TRAINING, search=merged(SEARCH, parameters=[{"name": "C", "min": 0.1, "max": 10}])),
+        ["spec.search", "grid search needs values"],
+    ),
+    ("TrainingJob", merged(TRAINING, search=merged(SEARCH, maxTrials=0)), ["spec.search.maxTrials"]),
+    ("TrainingJob", merged(TRAINING, backoffLimit=50), ["spec.backoffLimit"]),
+    ("TrainingJob", merged(TRAINING, gate={"minimums": {"Accuracy!": 0.9}}), ["spec.gate.minimums"]),
+    (
+        "ModelDeployment",
+        {"model": {"trainingJobRef": {"name": "t"}, "uri": "s3://b/m", "sha256": SHA}},
+        ["spec.model", "set exactly one of trainingJobRef or uri"],
+    ),
+    (
+        "ModelDeployment",
+        {"model": {"uri": "s3://b/m"}},
+        ["spec.model", "uri and sha256 must be set together"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, rollout={"strategy": "Canary", "steps": [{"weight": 50}, {"weight": 10}]}),
+        ["spec.rollout", "step weights must be strictly ascending"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, rollout={"strategy": "Canary", "steps": [{"weight": 150}]}),
+        ["spec.rollout.steps[0].weight"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, rollout={"steps": [{"weight": 10}]}),
+        ["spec.rollout", "steps need strategy Canary"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, replicas=2, autoscaling={"maxReplicas": 3}),
+        ["spec", "set replicas or autoscaling, not both"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, updatePolicy="Auto"),
+        ["spec", "updatePolicy Auto needs trainingJobSelector"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        ["spec.autoscaling", "minReplicas must not exceed maxReplicas"],
+    ),
+    ("Monitor", {"drift": {}}, ["spec.deploymentRef", "Required"]),
+    ("Monitor", merged(MONITOR, drift={"method": "magic"}), ["spec.drift.method"]),
+    ("Monitor", {"deploymentRef": {"name": "iris"}}, ["spec", "a Monitor needs something to check"]),
+    ("Monitor", merged(MONITOR, drift={"threshold": 0}), ["spec.drift.threshold"]),
+]
+
+
+def manifest(kind: str, spec: dict[str, Any], name: str = "sample") -> str:
+    return yaml.safe_dump(
+        {"apiVersion": "kubeloop.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "words"), INVALID, ids=[f"{c[0]}-{i}" for i, c in enumerate(INVALID)]
+)
+def test_invalid_object_is_rejected_naming_the_field(
+    kubectl: Any, namespace: str, kind: str, spec: dict[str, Any], words: list[str]
+) -> None:
+    result = kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest(kind, spec), check=False
+    )
+    assert result.returncode != 0, f"the API server accepted an invalid {kind}: {spec}"
+    for word in words:
+        assert word in result.stderr, f"{word!r} not in the API server's message: {result.stderr}"
+
+
+def test_model_deployment_name_must_be_a_service_name(kubectl: Any, namespace: str) -> None:
+    text = manifest("ModelDeployment", SERVING, name="1-" + "x" * 60)
+    result = kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=text, check=False)
+    assert result.returncode != 0 and "metadata.name must start with a letter" in result.stderr
+
+
+def test_samples_are_accepted_and_listed_by_category(kubectl: Any, namespace: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", str(REPO / "manifests" / "samples"))
+    listed = kubectl("get", "kubeloop", "-n", namespace, "-o", "name").stdout.split()
+    kinds = {entry.split("/")[0].split(".")[0] for entry in listed}
+    assert kinds == {"dataset", "trainingjob", "modeldeployment", "monitor"}
+
+
+def test_defaults_are_applied_by_the_api_server(kubectl: Any, namespace: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("TrainingJob", merged(TRAINING, split={})))
+    stored = yaml.safe_load(kubectl("get", "trainingjob", "sample", "-n", namespace, "-o", "yaml").stdout)
+    assert stored["spec"]["split"] == {"testFraction": 0.2, "seed": 42, "stratify": True}
+    assert stored["spec"]["backoffLimit"] == 2
+
+
+def test_explain_describes_the_fields(kubectl: Any) -> None:
+    explained = kubectl("explain", "trainingjob.spec.search").stdout
+    assert "parallelism" in explained and "maxTrials" in explained and "trials run at once" in explained
