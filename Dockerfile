@@ -6,23 +6,39 @@
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
-# Pip settings pass through as build arguments (a private index, a proxy's CA bundle); none is stored
-# in the final images.
-ARG PIP_INDEX_URL
-ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator ./operator
+COPY pyproject.toml docker/requirements.py ./
+# Dependencies go in a layer of their own that changes only with pyproject.toml; the code comes after.
 
+# Pip settings pass through as build arguments (a private index, a proxy's CA bundle); none is kept
+# in the final images. They are declared in each stage because ARG does not cross stages.
 FROM build AS venv-operator
-RUN python3 -m venv /opt/kubeloop && /opt/kubeloop/bin/pip install --no-compile -q '.'
+ARG PIP_INDEX_URL
+ARG PIP_CERT
+RUN python3 -m venv /opt/kubeloop && python3 requirements.py > req.txt \
+    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+COPY README.md ./
+COPY operator ./operator
+RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
 
 FROM build AS venv-trainer
-RUN python3 -m venv /opt/kubeloop && /opt/kubeloop/bin/pip install --no-compile -q '.[trainer]'
+ARG PIP_INDEX_URL
+ARG PIP_CERT
+RUN python3 -m venv /opt/kubeloop && python3 requirements.py trainer > req.txt \
+    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+COPY README.md ./
+COPY operator ./operator
+RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
 
 FROM build AS venv-server
-RUN python3 -m venv /opt/kubeloop && /opt/kubeloop/bin/pip install --no-compile -q '.[server]'
+ARG PIP_INDEX_URL
+ARG PIP_CERT
+RUN python3 -m venv /opt/kubeloop && python3 requirements.py server > req.txt \
+    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+COPY README.md ./
+COPY operator ./operator
+RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
 
 FROM ${BASE_IMAGE} AS runtime-base
 # A fixed non-root user; the pods also set runAsNonRoot and a read-only root filesystem.

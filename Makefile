@@ -67,3 +67,14 @@ helm-lint: ## helm lint the chart
 
 run-operator: venv ## Run the operator locally against $$KUBECONFIG
 	$(VENV)/bin/kopf run --standalone --all-namespaces -m kubeloop.controllers.main
+
+##@ kind (a laptop or hosted CI with Docker)
+KIND_CLUSTER ?= kubeloop
+.PHONY: kind-up kind-images
+kind-up: ## Create a kind cluster and point KUBECONFIG at it (needs Docker and kind)
+	kind create cluster --name $(KIND_CLUSTER) --kubeconfig $(CURDIR)/.kube/kind-config
+	@echo "export KUBECONFIG=$(CURDIR)/.kube/kind-config"
+kind-images: ## Build the images with Docker and load them into the kind cluster
+	for t in operator trainer server; do \
+	  docker build --target $$t -t kubeloop.local/$$t:dev . && kind load docker-image --name $(KIND_CLUSTER) kubeloop.local/$$t:dev; \
+	done

@@ -31,7 +31,7 @@ fi
 
 # 2. the project's images, keyed by everything that goes into them
 version=$(sed -nE 's/^version = "(.*)"/\1/p' "$repo/pyproject.toml")
-inputs_key=$( (cd "$repo" && cat Dockerfile pyproject.toml README.md && git ls-files -co --exclude-standard operator \
+inputs_key=$( (cd "$repo" && cat Dockerfile pyproject.toml README.md docker/requirements.py && git ls-files -co --exclude-standard operator \
   | grep -v __pycache__ | sort | xargs cat; echo "$base_key") | sha256sum | cut -c1-12)
 tag="$version-$inputs_key"
 archive="$cache/images/kubeloop-$tag.tar"
@@ -50,6 +50,9 @@ if [[ ! -f $archive ]]; then
   done
   podman save --format docker-archive -m -o "$archive.tmp" "${refs[@]}" >&2
   mv "$archive.tmp" "$archive"
+  # keep one archive: the images of older sources are of no use and are large
+  find "$cache/images" -name 'kubeloop-*.tar' ! -path "$archive" -delete
+  podman image prune -f >/dev/null
   echo "images built in $(( $(date +%s) - start )) s" >&2
 fi
 
