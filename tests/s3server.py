@@ -6,6 +6,7 @@ The binary is built once from the Go module proxy by cluster/build-s3.sh and cac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -32,8 +33,12 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The variables a Secret would give a pod."""
-        return {"KUBELOOP_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+        return {
+            "KUBELOOP_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
 
 
 def server_binary() -> Path:
@@ -51,21 +56,55 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_running: dict[str, S3Server] = {}
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    # Each test module that imports this fixture gets its own session-scoped copy of it; one server for
+    # the whole run is enough, so the first copy starts it and every copy yields that one.
+    if "server" in _running:
+        yield _running["server"]
+        return
+    with _start(tmp_path_factory) as server:
+        _running["server"] = server
+        try:
+            yield server
+        finally:
+            _running.pop("server", None)
+
+
+@contextlib.contextmanager
+def _start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     binary = server_binary()
     root = tmp_path_factory.mktemp("s3root")
     sidecar = tmp_path_factory.mktemp("s3meta")  # metadata beside, not in xattrs: works on any filesystem
     bucket = "kubeloop-test"
     (root / bucket).mkdir()  # the POSIX backend serves each top-level directory as a bucket
     port = _free_port()
-    server = S3Server(f"http://127.0.0.1:{port}", "kubeloop-" + secrets.token_hex(4),
-                      secrets.token_hex(16), bucket, root)
+    server = S3Server(
+        f"http://127.0.0.1:{port}", "kubeloop-" + secrets.token_hex(4), secrets.token_hex(16), bucket, root
+    )
     log = open(tmp_path_factory.mktemp("s3log") / "versitygw.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(binary), "--port", f"127.0.0.1:{port}", "--quiet", "posix", "--sidecar", str(sidecar), str(root)],
-        env={**os.environ, "ROOT_ACCESS_KEY_ID": server.access_key, "ROOT_SECRET_ACCESS_KEY": server.secret_key},
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(binary),
+            "--port",
+            f"127.0.0.1:{port}",
+            "--quiet",
+            "posix",
+            "--sidecar",
+            str(sidecar),
+            str(root),
+        ],
+        env={
+            **os.environ,
+            "ROOT_ACCESS_KEY_ID": server.access_key,
+            "ROOT_SECRET_ACCESS_KEY": server.secret_key,
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -76,7 +115,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"versitygw did not listen on {port} within 30s; see {log.name}") from None
+                    raise RuntimeError(
+                        f"versitygw did not listen on {port} within 30s; see {log.name}"
+                    ) from None
                 time.sleep(0.1)
         yield server
     finally:

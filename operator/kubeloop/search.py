@@ -24,8 +24,9 @@ class SearchSpecError(ValueError):
     """The search block cannot be expanded; the message says what to fix."""
 
 
-def expand_trials(strategy: str, parameters: Sequence[Mapping[str, Any]], max_trials: int,
-                  seed: int = 0) -> list[Params]:
+def expand_trials(
+    strategy: str, parameters: Sequence[Mapping[str, Any]], max_trials: int, seed: int = 0
+) -> list[Params]:
     """Parameter sets of the trials, in trial order (trial ``i`` gets element ``i``)."""
     if max_trials < 1:
         raise SearchSpecError(f"search.maxTrials must be at least 1, got {max_trials}")
@@ -81,7 +82,8 @@ def _grid_values(name: str, spec: Mapping[str, Any]) -> list[Any]:
     if values is None:
         raise SearchSpecError(
             f"search parameter {name!r}: grid search needs a list of values; a range (min, max) needs "
-            "strategy random")
+            "strategy random"
+        )
     if not isinstance(values, list) or not values:
         raise SearchSpecError(f"search parameter {name!r}: values must be a non-empty list")
     return values
@@ -96,7 +98,8 @@ def _sample(name: str, spec: Mapping[str, Any], rng: random.Random) -> Any:
     lo, hi = spec.get("min"), spec.get("max")
     if not isinstance(lo, int | float) or not isinstance(hi, int | float) or lo > hi:
         raise SearchSpecError(
-            f"search parameter {name!r}: give values, or min and max numbers with min <= max")
+            f"search parameter {name!r}: give values, or min and max numbers with min <= max"
+        )
     log = bool(spec.get("log", False))
     if log and lo <= 0:
         raise SearchSpecError(f"search parameter {name!r}: a log-scale range needs min > 0")

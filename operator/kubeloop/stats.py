@@ -48,11 +48,19 @@ def numeric_summary(values: np.ndarray, max_bins: int = MAX_BINS) -> dict[str, A
     nulls = int(np.isnan(vals).sum())
     present = vals[~np.isnan(vals)]
     edges = quantile_edges(present, max_bins)
-    summary: dict[str, Any] = {"kind": "numeric", "edges": edges, "counts": bin_counts(edges, present),
-                               "nulls": nulls}
+    summary: dict[str, Any] = {
+        "kind": "numeric",
+        "edges": edges,
+        "counts": bin_counts(edges, present),
+        "nulls": nulls,
+    }
     if present.size:
-        summary.update(min=float(present.min()), max=float(present.max()), mean=float(present.mean()),
-                       std=float(present.std()))
+        summary.update(
+            min=float(present.min()),
+            max=float(present.max()),
+            mean=float(present.mean()),
+            std=float(present.std()),
+        )
     else:
         summary.update(min=None, max=None, mean=None, std=None)
     return summary
@@ -69,8 +77,12 @@ def categorical_summary(values: Iterable[Any], max_categories: int = MAX_CATEGOR
         key = str(v)
         freq[key] = freq.get(key, 0) + 1
     ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]
-    return {"kind": "categorical", "categories": [k for k, _ in ranked], "counts": [c for _, c in ranked],
-            "nulls": nulls}
+    return {
+        "kind": "categorical",
+        "categories": [k for k, _ in ranked],
+        "counts": [c for _, c in ranked],
+        "nulls": nulls,
+    }
 
 
 def category_counts(categories: Sequence[str], values: Iterable[Any]) -> list[int]:
@@ -146,7 +158,7 @@ def chi2_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float
 
 
 def chi2_sf(x: float, dof: int) -> float:
-    """Survival function of the chi-square distribution: the regularized upper incomplete gamma Q(k/2, x/2)."""
+    """Survival function of chi-square: the regularized upper incomplete gamma Q(k/2, x/2)."""
     if dof <= 0:
         return 1.0
     if x <= 0:

@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
 
 from kubeloop.runtime.store import Store, StoreError, open_store
+from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,8 +86,9 @@ def test_writer_killed_mid_write_leaves_nothing_that_looks_complete(tmp_path: Pa
     os.mkfifo(fifo)
     root = tmp_path / "vol"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, f"file://{root}", "models/x/model.onnx", str(fifo)],
-                              env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, f"file://{root}", "models/x/model.onnx", str(fifo)], env=env
+    )
     try:
         with open(fifo, "wb") as feed:
             feed.write(os.urandom(1 << 20))  # the writer has read (and written) part of the model...
@@ -107,7 +108,7 @@ def test_writer_killed_mid_write_leaves_nothing_that_looks_complete(tmp_path: Pa
     store = open_store(f"file://{root}")
     assert not store.exists("models/x/model.onnx")
     assert store.list() == []
-    assert [p.name for p in (root / "models" / "x").iterdir()][0].startswith(".tmp-")
+    assert next(p.name for p in (root / "models" / "x").iterdir()).startswith(".tmp-")
 
 
 def _raw_put(s3: S3Server, key: str, size: int, send: int) -> None:
@@ -119,13 +120,17 @@ def _raw_put(s3: S3Server, key: str, size: int, send: int) -> None:
     url = f"{s3.endpoint}/{s3.bucket}/{key}"
     body = os.urandom(size)  # signed whole, as a client does before it starts sending
     request = AWSRequest(method="PUT", url=url, data=body, headers={"Content-Length": str(size)})
-    credentials = boto3.Session(aws_access_key_id=s3.access_key,
-                                aws_secret_access_key=s3.secret_key).get_credentials()
+    credentials = boto3.Session(
+        aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key
+    ).get_credentials()
     S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
     parsed = urlparse(url)
     with socket.create_connection((parsed.hostname, parsed.port)) as sock:
-        head = f"PUT {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host") + "\r\n"
+        head = (
+            f"PUT {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host")
+            + "\r\n"
+        )
         sock.sendall(head.encode() + body[:send])
         if send == size:
             reply = sock.recv(4096)
@@ -165,5 +170,5 @@ def test_directory_is_complete_only_with_its_marker(tmp_path: Path, s3_env: S3Se
         sums = store.put_dir("models/z", local, marker="model-card.json")
         assert written[-1] == "models/z/model-card.json"
         assert set(sums) == {"model.onnx", "report/plot.png", "model-card.json"}
-        with pytest.raises(StoreError, match="has no missing.json"):
+        with pytest.raises(StoreError, match=r"has no missing\.json"):
             store.put_dir("models/w", local, marker="missing.json")

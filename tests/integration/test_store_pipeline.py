@@ -14,21 +14,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
-
 from kubeloop.runtime.store import open_store
+from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 CSV = "x1,x2,y\n" + "".join(f"{i % 7 * 0.5},{(i * 3) % 11},{int(i % 7 > 3)}\n" for i in range(120))
 
 
-def pod(s3: S3Server, command: str, config: dict[str, Any] | None = None, *args: str) -> tuple[int, dict[str, Any], str]:
-    env = {**os.environ, **s3.env(), "PYTHONPATH": str(REPO / "operator"),
-           "KUBELOOP_TERMINATION_LOG": "/nonexistent/termination-log"}
+def pod(
+    s3: S3Server, command: str, config: dict[str, Any] | None = None, *args: str
+) -> tuple[int, dict[str, Any], str]:
+    env = {
+        **os.environ,
+        **s3.env(),
+        "PYTHONPATH": str(REPO / "operator"),
+        "KUBELOOP_TERMINATION_LOG": "/nonexistent/termination-log",
+    }
     if config is not None:
         env["KUBELOOP_CONFIG"] = json.dumps(config)
-    proc = subprocess.run([sys.executable, "-m", f"kubeloop.runtime.{command}", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"kubeloop.runtime.{command}", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout + proc.stderr
 
 
@@ -37,15 +47,23 @@ def test_ingest_train_fetch_over_s3(s3_env: S3Server, tmp_path: Path) -> None:  
     store_uri = f"s3://{s3.bucket}/{tmp_path.name}"
     open_store(f"s3://{s3.bucket}/raw").put_bytes("points.csv", CSV.encode())
 
-    ingest_config = {"namespace": "ns", "name": "points", "storeURI": store_uri,
-                     "source": {"s3": {"uri": f"s3://{s3.bucket}/raw/points.csv"}},
-                     "schema": {"target": "y"}}
+    ingest_config = {
+        "namespace": "ns",
+        "name": "points",
+        "storeURI": store_uri,
+        "source": {"s3": {"uri": f"s3://{s3.bucket}/raw/points.csv"}},
+        "schema": {"target": "y"},
+    }
     code, ds, _ = pod(s3, "ingest", ingest_config)
     assert code == 0 and ds["rows"] == 120 and ds["artifactURI"].startswith(store_uri)
 
-    train_config = {"namespace": "ns", "name": "tj", "storeURI": store_uri,
-                    "dataset": {"name": "points", "version": ds["version"]},
-                    "model": {"estimator": "GradientBoostingClassifier", "params": {"n_estimators": 20}}}
+    train_config = {
+        "namespace": "ns",
+        "name": "tj",
+        "storeURI": store_uri,
+        "dataset": {"name": "points", "version": ds["version"]},
+        "model": {"estimator": "GradientBoostingClassifier", "params": {"n_estimators": 20}},
+    }
     code, trained, log = pod(s3, "train", train_config)
     assert code == 0, log
     for secret in (s3.secret_key,):
@@ -57,12 +75,23 @@ def test_ingest_train_fetch_over_s3(s3_env: S3Server, tmp_path: Path) -> None:  
     assert hashlib.sha256(store.get_bytes(f"models/{sha}/model.onnx")).hexdigest() == sha
 
     dest = tmp_path / "model"
-    code, fetched, _ = pod(s3, "fetch", None, "--uri", trained["model"]["uri"], "--sha256", sha, "--dest", str(dest))
+    code, _fetched, _ = pod(
+        s3, "fetch", None, "--uri", trained["model"]["uri"], "--sha256", sha, "--dest", str(dest)
+    )
     assert code == 0 and hashlib.sha256((dest / "model.onnx").read_bytes()).hexdigest() == sha
     card = json.loads((dest / "model-card.json").read_text())
     assert card["dataset"]["sha256"] == ds["sha256"] and card["sha256"] == sha
 
-    code, refused, _ = pod(s3, "fetch", None, "--uri", trained["model"]["uri"], "--sha256", "1" * 64,
-                           "--dest", str(tmp_path / "other"))
+    code, refused, _ = pod(
+        s3,
+        "fetch",
+        None,
+        "--uri",
+        trained["model"]["uri"],
+        "--sha256",
+        "1" * 64,
+        "--dest",
+        str(tmp_path / "other"),
+    )
     assert code == 2 and refused["reason"] == "ChecksumMismatch"
     assert not (tmp_path / "other" / "model.onnx").exists()

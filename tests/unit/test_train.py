@@ -15,8 +15,13 @@ import pytest
 from kubeloop.runtime import fetch, ingest, train
 
 
-def run(module: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], config: dict[str, Any],
-        argv: list[str] | None = None) -> tuple[int, dict[str, Any]]:
+def run(
+    module: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    config: dict[str, Any],
+    argv: list[str] | None = None,
+) -> tuple[int, dict[str, Any]]:
     monkeypatch.setenv("KUBELOOP_CONFIG", json.dumps(config))
     monkeypatch.setenv("KUBELOOP_TERMINATION_LOG", "/nonexistent/termination-log")
     code = module.main(argv or [])
@@ -28,28 +33,46 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def ingested(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path,
-             builtin: str) -> dict[str, Any]:
-    code, result = run(ingest, monkeypatch, capsys, {"namespace": "ns", "name": builtin,
-                                                     "storeURI": f"file://{store}", "source": {"builtin": builtin}})
+def ingested(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, builtin: str
+) -> dict[str, Any]:
+    code, result = run(
+        ingest,
+        monkeypatch,
+        capsys,
+        {"namespace": "ns", "name": builtin, "storeURI": f"file://{store}", "source": {"builtin": builtin}},
+    )
     assert code == 0, result
     return result
 
 
 def job(store: Path, dataset: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"namespace": "ns", "name": "tj", "storeURI": f"file://{store}",
-            "dataset": {"name": "iris", "version": dataset["version"]}, **extra}
+    return {
+        "namespace": "ns",
+        "name": "tj",
+        "storeURI": f"file://{store}",
+        "dataset": {"name": "iris", "version": dataset["version"]},
+        **extra,
+    }
 
 
 def test_iris_classifier_is_exported_verified_and_written_with_lineage(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path
+) -> None:
     ds = ingested(monkeypatch, capsys, store, "iris")
-    config = job(store, ds, model={"estimator": "LogisticRegression", "params": {"max_iter": 500}},
-                 split={"testFraction": 0.3, "seed": 1}, gate={"minimums": {"accuracy": 0.8}})
+    config = job(
+        store,
+        ds,
+        model={"estimator": "LogisticRegression", "params": {"max_iter": 500}},
+        split={"testFraction": 0.3, "seed": 1},
+        gate={"minimums": {"accuracy": 0.8}},
+    )
     code, result = run(train, monkeypatch, capsys, config)
     assert code == 0, result
     assert result["task"] == "classification" and result["gatePassed"] is True
-    assert set(result["metrics"]) == {"accuracy", "f1_macro", "roc_auc"} and result["metrics"]["accuracy"] > 0.8
+    assert (
+        set(result["metrics"]) == {"accuracy", "f1_macro", "roc_auc"} and result["metrics"]["accuracy"] > 0.8
+    )
     model_dir = store / "models" / result["model"]["sha256"]
     onnx_bytes = (model_dir / "model.onnx").read_bytes()
     assert hashlib.sha256(onnx_bytes).hexdigest() == result["model"]["sha256"]
@@ -70,47 +93,80 @@ def test_iris_classifier_is_exported_verified_and_written_with_lineage(
     assert run(train, monkeypatch, capsys, config)[1]["model"]["sha256"] == result["model"]["sha256"]
 
     dest = tmp_path / "serving"
-    code, fetched = run(fetch, monkeypatch, capsys, {}, ["--uri", result["model"]["uri"], "--sha256",
-                                                         result["model"]["sha256"], "--dest", str(dest)])
+    code, _fetched = run(
+        fetch,
+        monkeypatch,
+        capsys,
+        {},
+        ["--uri", result["model"]["uri"], "--sha256", result["model"]["sha256"], "--dest", str(dest)],
+    )
     assert code == 0 and (dest / "model.onnx").read_bytes() == onnx_bytes
     assert sorted(p.name for p in dest.iterdir()) == ["baseline.json", "model-card.json", "model.onnx"]
 
 
 def test_regression_on_diabetes_is_inferred_and_reports_residuals(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
     ds = ingested(monkeypatch, capsys, store, "diabetes")
-    config = job(store, ds, model={"estimator": "RandomForestRegressor", "params": {"n_estimators": 20}},
-                 gate={"maximums": {"rmse": 1.0}})
+    config = job(
+        store,
+        ds,
+        model={"estimator": "RandomForestRegressor", "params": {"n_estimators": 20}},
+        gate={"maximums": {"rmse": 1.0}},
+    )
     config["dataset"]["name"] = "diabetes"
     code, result = run(train, monkeypatch, capsys, config)
     assert code == 0 and result["task"] == "regression"
     assert set(result["metrics"]) == {"rmse", "mae", "r2"}
     # A model that misses the gate is still written, marked, so a person can inspect it.
-    assert result["gatePassed"] is False and "rmse" in result["gateReasons"][0] and "above" in result["gateReasons"][0]
+    assert (
+        result["gatePassed"] is False
+        and "rmse" in result["gateReasons"][0]
+        and "above" in result["gateReasons"][0]
+    )
     model_dir = store / "models" / result["model"]["sha256"]
     card = json.loads((model_dir / "model-card.json").read_text())
     assert card["gate"]["passed"] is False
     assert (model_dir / "report" / "residuals.png").exists()
 
 
-def test_trial_mode_uses_the_trial_params(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                          store: Path) -> None:
+def test_trial_mode_uses_the_trial_params(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
     ds = ingested(monkeypatch, capsys, store, "iris")
-    config = job(store, ds, model={"estimator": "DecisionTreeClassifier", "params": {"max_depth": 5}},
-                 trial={"index": 3, "params": {"max_depth": 1}})
+    config = job(
+        store,
+        ds,
+        model={"estimator": "DecisionTreeClassifier", "params": {"max_depth": 5}},
+        trial={"index": 3, "params": {"max_depth": 1}},
+    )
     code, result = run(train, monkeypatch, capsys, config)
     assert code == 0 and result["trial"] == {"index": 3, "params": {"max_depth": 1}}
-    assert result["metrics"]["accuracy"] < 0.7  # a stump cannot separate three classes: the trial's params won
+    assert (
+        result["metrics"]["accuracy"] < 0.7
+    )  # a stump cannot separate three classes: the trial's params won
 
 
-@pytest.mark.parametrize(("model", "reason", "message"), [
-    ({"estimator": "os.system"}, "EstimatorNotAllowed", "is not on the allow-list; use one of"),
-    ({"estimator": "sklearn.svm.SVC", "params": {"kernal": "rbf"}}, "EstimatorNotAllowed", "no parameter 'kernal'"),
-    ({"estimator": "LinearRegression"}, "TaskMismatch", "LinearRegression does a regression task"),
-])
+@pytest.mark.parametrize(
+    ("model", "reason", "message"),
+    [
+        ({"estimator": "os.system"}, "EstimatorNotAllowed", "is not on the allow-list; use one of"),
+        (
+            {"estimator": "sklearn.svm.SVC", "params": {"kernal": "rbf"}},
+            "EstimatorNotAllowed",
+            "no parameter 'kernal'",
+        ),
+        ({"estimator": "LinearRegression"}, "TaskMismatch", "LinearRegression does a regression task"),
+    ],
+)
 def test_bad_model_spec_exits_2_before_training(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path,
-        model: dict[str, Any], reason: str, message: str) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    store: Path,
+    model: dict[str, Any],
+    reason: str,
+    message: str,
+) -> None:
     ds = ingested(monkeypatch, capsys, store, "iris")
     code, result = run(train, monkeypatch, capsys, job(store, ds, model=model))
     assert code == 2 and result["reason"] == reason and message in result["message"]
@@ -118,19 +174,26 @@ def test_bad_model_spec_exits_2_before_training(
 
 
 def test_unknown_dataset_version_lists_what_exists(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
     ds = ingested(monkeypatch, capsys, store, "iris")
-    code, result = run(train, monkeypatch, capsys, job(store, {"version": "ffff"},
-                                                       model={"estimator": "GaussianNB"}))
+    code, result = run(
+        train, monkeypatch, capsys, job(store, {"version": "ffff"}, model={"estimator": "GaussianNB"})
+    )
     assert code == 2 and result["reason"] == "DatasetNotFound" and ds["version"] in result["message"]
 
 
 def test_parity_failure_exits_2_and_writes_no_model(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
     # A tolerance no float32 model can meet makes the check fail: the run must refuse to write the model.
     ds = ingested(monkeypatch, capsys, store, "iris")
-    config = job(store, ds, model={"estimator": "LogisticRegression", "params": {"max_iter": 500}},
-                 parity={"probabilityTolerance": 0.0})
+    config = job(
+        store,
+        ds,
+        model={"estimator": "LogisticRegression", "params": {"max_iter": 500}},
+        parity={"probabilityTolerance": 0.0},
+    )
     code, result = run(train, monkeypatch, capsys, config)
     assert code == 2 and result["reason"] == "ParityFailed"
     assert "ONNX and scikit-learn" in result["message"] and "held-out row" in result["message"]
@@ -138,13 +201,21 @@ def test_parity_failure_exits_2_and_writes_no_model(
 
 
 def test_fetch_refuses_a_wrong_checksum_and_an_incomplete_model(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path
+) -> None:
     model_dir = store / "models" / "abc"
     model_dir.mkdir(parents=True)
     (model_dir / "model.onnx").write_bytes(b"onnx")
     (model_dir / "baseline.json").write_text("{}")
     dest = tmp_path / "dest"
-    argv = ["--uri", f"file://{model_dir}", "--sha256", hashlib.sha256(b"onnx").hexdigest(), "--dest", str(dest)]
+    argv = [
+        "--uri",
+        f"file://{model_dir}",
+        "--sha256",
+        hashlib.sha256(b"onnx").hexdigest(),
+        "--dest",
+        str(dest),
+    ]
     code, result = run(fetch, monkeypatch, capsys, {}, argv)
     assert code == 2 and result["reason"] == "ModelNotFound" and "not a complete model" in result["message"]
     (model_dir / "model-card.json").write_text("{}")
@@ -157,22 +228,39 @@ def test_fetch_refuses_a_wrong_checksum_and_an_incomplete_model(
 def test_result_fits_the_termination_log() -> None:
     from kubeloop.runtime.jobio import fit_result
 
-    big = {"ok": True, "statistics": {f"c{i}": {"kind": "numeric", "min": 1.0} for i in range(200)},
-           "model": {"sha256": "a" * 64, "inputSignature": [{"name": f"f{i}", "type": "float"} for i in range(64)]}}
+    big = {
+        "ok": True,
+        "statistics": {f"c{i}": {"kind": "numeric", "min": 1.0} for i in range(200)},
+        "model": {
+            "sha256": "a" * 64,
+            "inputSignature": [{"name": f"f{i}", "type": "float"} for i in range(64)],
+        },
+    }
     text = fit_result(big)
     assert len(text.encode()) <= 4096 and json.loads(text)["model"]["sha256"] == "a" * 64
 
 
 def test_categorical_features_are_refused_with_the_columns_named(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path
+) -> None:
     cm = tmp_path / "cm"
     cm.mkdir()
     pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0] * 5, "color": ["a", "b"] * 10, "y": [0, 1] * 10}).to_csv(
-        cm / "d.csv", index=False)
+        cm / "d.csv", index=False
+    )
     monkeypatch.setenv("KUBELOOP_CONFIGMAP_DIR", str(cm))
-    code, ds = run(ingest, monkeypatch, capsys, {"namespace": "ns", "name": "iris", "storeURI": f"file://{store}",
-                                                 "source": {"configMapRef": {"name": "c", "key": "d.csv"}},
-                                                 "schema": {"target": "y"}})
+    code, ds = run(
+        ingest,
+        monkeypatch,
+        capsys,
+        {
+            "namespace": "ns",
+            "name": "iris",
+            "storeURI": f"file://{store}",
+            "source": {"configMapRef": {"name": "c", "key": "d.csv"}},
+            "schema": {"target": "y"},
+        },
+    )
     assert code == 0, ds
     code, result = run(train, monkeypatch, capsys, job(store, ds, model={"estimator": "GaussianNB"}))
     assert code == 2 and "['color']" in result["message"]

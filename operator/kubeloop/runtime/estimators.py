@@ -18,7 +18,11 @@ ALLOWED: dict[str, tuple[str, str, str]] = {
     "RandomForestClassifier": ("sklearn.ensemble", "RandomForestClassifier", "classification"),
     "ExtraTreesClassifier": ("sklearn.ensemble", "ExtraTreesClassifier", "classification"),
     "GradientBoostingClassifier": ("sklearn.ensemble", "GradientBoostingClassifier", "classification"),
-    "HistGradientBoostingClassifier": ("sklearn.ensemble", "HistGradientBoostingClassifier", "classification"),
+    "HistGradientBoostingClassifier": (
+        "sklearn.ensemble",
+        "HistGradientBoostingClassifier",
+        "classification",
+    ),
     "KNeighborsClassifier": ("sklearn.neighbors", "KNeighborsClassifier", "classification"),
     "GaussianNB": ("sklearn.naive_bayes", "GaussianNB", "classification"),
     "SVC": ("sklearn.svm", "SVC", "classification"),
@@ -52,7 +56,8 @@ def canonical_name(name: str) -> str:
     if name in _BY_DOTTED:
         return _BY_DOTTED[name]
     raise NotAllowedError(
-        f"estimator {name!r} is not on the allow-list; use one of: {', '.join(sorted(ALLOWED))}")
+        f"estimator {name!r} is not on the allow-list; use one of: {', '.join(sorted(ALLOWED))}"
+    )
 
 
 def task_of(name: str) -> str:
@@ -67,7 +72,8 @@ def build(name: str, params: dict[str, Any] | None = None) -> Any:
     unknown = sorted(set(params or {}) - valid)
     if unknown:
         raise NotAllowedError(
-            f"{cls_name} has no parameter {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(valid))}")
+            f"{cls_name} has no parameter {', '.join(map(repr, unknown))}; valid: {', '.join(sorted(valid))}"
+        )
     try:
         return cls(**(params or {}))
     except (TypeError, ValueError) as exc:

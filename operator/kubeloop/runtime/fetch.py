@@ -23,8 +23,11 @@ MARKER = "model-card.json"
 def fetch(uri: str, sha256: str, dest: str) -> dict[str, Any]:
     store = open_store(uri)
     if not store.exists(MARKER):
-        raise DataError("ModelNotFound", f"{store.uri(MARKER)} does not exist: {uri} is not a complete model "
-                                         "directory (missing, or its upload did not finish)")
+        raise DataError(
+            "ModelNotFound",
+            f"{store.uri(MARKER)} does not exist: {uri} is not a complete model "
+            "directory (missing, or its upload did not finish)",
+        )
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     # Download beside the destination and move in only after the checksum matched.

@@ -83,8 +83,9 @@ def read_source(config: dict[str, Any]) -> tuple[pd.DataFrame, str]:
         root = Path(os.environ.get("KUBELOOP_PVC_ROOT") or f"/mnt/pvc/{pvc['claimName']}")
         return _read_path(root / pvc["path"].lstrip("/"), fmt), f"pvc {pvc['claimName']}/{pvc['path']}"
     ref = source["configMapRef"]
-    mount = Path(config.get("configMapPath") or os.environ.get("KUBELOOP_CONFIGMAP_DIR")
-                 or "/etc/kubeloop/configmap")
+    mount = Path(
+        config.get("configMapPath") or os.environ.get("KUBELOOP_CONFIGMAP_DIR") or "/etc/kubeloop/configmap"
+    )
     return _read_path(mount / ref["key"], fmt), f"ConfigMap {ref['name']} key {ref['key']}"
 
 
@@ -110,7 +111,9 @@ def _format_of(name: str) -> str:
 
 def _read_path(path: Path, fmt: str | None) -> pd.DataFrame:
     if not path.is_file():
-        raise DataError("SourceNotFound", f"{path} does not exist (is the volume mounted and the path right?)")
+        raise DataError(
+            "SourceNotFound", f"{path} does not exist (is the volume mounted and the path right?)"
+        )
     return _parse(path.read_bytes(), fmt or _format_of(path.name), str(path))
 
 
@@ -120,8 +123,13 @@ def _parse(data: bytes, fmt: str, what: str) -> pd.DataFrame:
             return pq.read_table(io.BytesIO(data)).to_pandas()
         if fmt == "csv":
             # All cells as text: types are decided by the schema, so a bad cell can be reported, not coerced.
-            return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=NULL_TOKENS,
-                               compression="infer" if what.endswith(".gz") else None)
+            return pd.read_csv(
+                io.BytesIO(data),
+                dtype=str,
+                keep_default_na=False,
+                na_values=NULL_TOKENS,
+                compression="infer" if what.endswith(".gz") else None,
+            )
     except (ValueError, pa.ArrowInvalid, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError("UnreadableData", f"cannot read {what} as {fmt}: {exc}") from None
     raise DataError("UnknownFormat", f"format must be csv or parquet, got {fmt!r}")
@@ -140,8 +148,11 @@ def infer_type(series: pd.Series) -> str:
     present = series.dropna()
     numbers = pd.to_numeric(present, errors="coerce")
     if len(present) and numbers.notna().all():
-        return "int" if (numbers == numbers.round()).all() and not present.astype(str).str.contains(
-            r"[.eE]").any() else "float"
+        return (
+            "int"
+            if (numbers == numbers.round()).all() and not present.astype(str).str.contains(r"[.eE]").any()
+            else "float"
+        )
     return "category"
 
 
@@ -151,11 +162,16 @@ def apply_schema(df: pd.DataFrame, schema: dict[str, Any], private: set[str]) ->
     missing = [n for n in declared if n not in df.columns]
     target = schema.get("target")
     if target and target not in df.columns:
-        raise DataError("MissingTarget",
-                        f"the target column {target!r} is missing; the data has columns {list(df.columns)}")
+        raise DataError(
+            "MissingTarget",
+            f"the target column {target!r} is missing; the data has columns {list(df.columns)}",
+        )
     if missing:
-        raise DataError("MissingColumn", f"column(s) {missing} in the schema are missing from the data; "
-                                         f"the data has columns {list(df.columns)}")
+        raise DataError(
+            "MissingColumn",
+            f"column(s) {missing} in the schema are missing from the data; "
+            f"the data has columns {list(df.columns)}",
+        )
     errors: list[str] = []
     typed: dict[str, pd.Series] = {}
     for name in df.columns:
@@ -184,8 +200,11 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
 
     out: pd.Series
     if kind in NUMERIC_TYPES:
-        numbers = (values.astype("float64") if pd.api.types.is_numeric_dtype(values)
-                   else pd.to_numeric(values.astype(object), errors="coerce"))
+        numbers = (
+            values.astype("float64")
+            if pd.api.types.is_numeric_dtype(values)
+            else pd.to_numeric(values.astype(object), errors="coerce")
+        )
         numbers = numbers.astype("float64")
         bad(np.flatnonzero((numbers.isna() & ~null.to_numpy()).to_numpy()), f"is not a {kind}")
         if kind == "int":
@@ -204,8 +223,10 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
         else:
             text = values.astype(str).str.strip().str.lower()
             known = text.isin(TRUE | FALSE)
-            bad(np.flatnonzero((~known & ~null.to_numpy()).to_numpy()),
-                "is not a bool (use true/false, yes/no or 1/0)")
+            bad(
+                np.flatnonzero((~known & ~null.to_numpy()).to_numpy()),
+                "is not a bool (use true/false, yes/no or 1/0)",
+            )
             out = text.map(lambda v: v in TRUE).astype("boolean").where(~null.to_numpy(), pd.NA)
     elif kind in ("category", "string"):
         text = values.map(_as_text)
@@ -216,7 +237,9 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
     allowed = col.get("values")
     if allowed is not None:
         allowed_set = {str(v) for v in allowed}
-        outside = (~null.to_numpy()) & ~out.map(lambda v: _as_text(v) in allowed_set).fillna(True).to_numpy(bool)
+        outside = (~null.to_numpy()) & ~out.map(lambda v: _as_text(v) in allowed_set).fillna(True).to_numpy(
+            bool
+        )
         bad(np.flatnonzero(outside), f"is not one of the allowed values {sorted(allowed_set)}")
     return out
 
@@ -236,18 +259,25 @@ def check_rules(df: pd.DataFrame, validation: dict[str, Any]) -> pd.DataFrame:
     for name in df.columns:
         fraction = float(df[name].isna().mean()) if len(df) else 0.0
         if fraction > max_null:
-            raise DataError("TooManyNulls", f"column {name!r} is {fraction:.1%} empty; "
-                                            f"validation.maxNullFraction is {max_null:.1%}")
+            raise DataError(
+                "TooManyNulls",
+                f"column {name!r} is {fraction:.1%} empty; validation.maxNullFraction is {max_null:.1%}",
+            )
     policy = validation.get("duplicates", "keep")
     duplicated = df.duplicated(keep="first").to_numpy()
     if policy == "fail" and duplicated.any():
         rows = np.flatnonzero(duplicated)[:MAX_ERRORS] + 1
-        raise DataError("DuplicateRows", f"{int(duplicated.sum())} duplicate row(s), e.g. rows "
-                                         f"{', '.join(map(str, rows))}; validation.duplicates is fail")
+        raise DataError(
+            "DuplicateRows",
+            f"{int(duplicated.sum())} duplicate row(s), e.g. rows "
+            f"{', '.join(map(str, rows))}; validation.duplicates is fail",
+        )
     if policy == "drop":
         df = df[~duplicated].reset_index(drop=True)
     elif policy not in ("keep", "fail"):
-        raise DataError("InvalidValidation", f"validation.duplicates must be keep, drop or fail, got {policy!r}")
+        raise DataError(
+            "InvalidValidation", f"validation.duplicates must be keep, drop or fail, got {policy!r}"
+        )
     return df
 
 
@@ -261,18 +291,25 @@ def hash_key(config: dict[str, Any]) -> bytes:
         try:
             key = Path(path).read_bytes().strip()
         except OSError:
-            raise DataError("MissingHashKey", f"privacy.hash needs a key, and the key file {path} cannot be "
-                                              "read: check privacy.hashKeySecretRef") from None
+            raise DataError(
+                "MissingHashKey",
+                f"privacy.hash needs a key, and the key file {path} cannot be "
+                "read: check privacy.hashKeySecretRef",
+            ) from None
     else:
         key = os.environ.get("KUBELOOP_HASH_KEY", "").encode()
     if not key:
-        raise DataError("MissingHashKey", "privacy.hash lists columns but no hash key was provided: set "
-                                          "privacy.hashKeySecretRef to a Secret key holding it")
+        raise DataError(
+            "MissingHashKey",
+            "privacy.hash lists columns but no hash key was provided: set "
+            "privacy.hashKeySecretRef to a Secret key holding it",
+        )
     return key
 
 
-def apply_privacy(df: pd.DataFrame, privacy: dict[str, Any], target: str | None,
-                  key: bytes | None) -> pd.DataFrame:
+def apply_privacy(
+    df: pd.DataFrame, privacy: dict[str, Any], target: str | None, key: bytes | None
+) -> pd.DataFrame:
     drop = list(privacy.get("drop") or [])
     hashed = list(privacy.get("hash") or [])
     unknown = [c for c in drop + hashed if c not in df.columns]
@@ -283,9 +320,15 @@ def apply_privacy(df: pd.DataFrame, privacy: dict[str, Any], target: str | None,
     df = df.drop(columns=drop)
     for name in hashed:
         assert key is not None
-        df[name] = df[name].map(
-            lambda v, k=key: pd.NA if pd.isna(v) else hmac.new(k, _as_text(v).encode(), hashlib.sha256).hexdigest()
-        ).astype("string")
+        df[name] = (
+            df[name]
+            .map(
+                lambda v, k=key: (
+                    pd.NA if pd.isna(v) else hmac.new(k, _as_text(v).encode(), hashlib.sha256).hexdigest()
+                )
+            )
+            .astype("string")
+        )
     return df
 
 
@@ -296,14 +339,19 @@ def canonical_parquet(df: pd.DataFrame) -> bytes:
     """Deterministic parquet bytes: no pandas metadata (it embeds the pandas version), fixed options."""
     table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=True, write_statistics=True,
-                   row_group_size=1 << 20)
+    pq.write_table(
+        table, sink, compression="zstd", use_dictionary=True, write_statistics=True, row_group_size=1 << 20
+    )
     return sink.getvalue()
 
 
 def column_kinds(df: pd.DataFrame) -> dict[str, str]:
-    return {c: "numeric" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-            else "categorical" for c in df.columns}
+    return {
+        c: "numeric"
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        else "categorical"
+        for c in df.columns
+    }
 
 
 def statistics(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
@@ -315,8 +363,11 @@ def statistics(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
             return stats.numeric_summary(series.astype("float64").to_numpy())
         return stats.categorical_summary(None if pd.isna(v) else _as_text(v) for v in series)
 
-    out: dict[str, Any] = {"version": 1, "rows": len(df),
-                           "features": {c: summary(c) for c in df.columns if c != target}}
+    out: dict[str, Any] = {
+        "version": 1,
+        "rows": len(df),
+        "features": {c: summary(c) for c in df.columns if c != target},
+    }
     if target:
         out["target"] = summary(target)
         out["targetName"] = target
@@ -325,10 +376,14 @@ def statistics(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
 
 def status_summary(statistics_doc: dict[str, Any]) -> dict[str, Any]:
     """The per-column summary for Dataset status: small (no bins)."""
+
     def small(s: dict[str, Any]) -> dict[str, Any]:
         if s["kind"] == "numeric":
-            return {k: (round(v, 6) if isinstance(v, float) else v)
-                    for k, v in s.items() if k in ("kind", "nulls", "min", "max", "mean", "std")}
+            return {
+                k: (round(v, 6) if isinstance(v, float) else v)
+                for k, v in s.items()
+                if k in ("kind", "nulls", "min", "max", "mean", "std")
+            }
         return {"kind": "categorical", "nulls": s["nulls"], "categories": len(s["categories"])}
 
     columns = {n: small(s) for n, s in statistics_doc["features"].items()}
@@ -361,8 +416,8 @@ def ingest(config: dict[str, Any]) -> dict[str, Any]:
     schema = {**schema, "columns": [c for c in schema.get("columns") or [] if c["name"] not in drop]}
     typed = apply_schema(raw, schema, set(privacy.get("hash") or []))
     typed = check_rules(typed, config.get("validation") or {})
-    key = hash_key(config) if privacy.get("hash") else None
-    clean = apply_privacy(typed, {**privacy, "drop": []}, target, key)
+    hmac_key = hash_key(config) if privacy.get("hash") else None
+    clean = apply_privacy(typed, {**privacy, "drop": []}, target, hmac_key)
 
     data = canonical_parquet(clean)
     version = hashlib.sha256(data).hexdigest()
@@ -375,17 +430,27 @@ def ingest(config: dict[str, Any]) -> dict[str, Any]:
             Path(tmp, "data.parquet").write_bytes(data)
             Path(tmp, MARKER).write_text(json.dumps(doc, indent=1, sort_keys=True))
             store.put_dir(prefix, tmp, marker=MARKER)
-    print(f"ingested {origin}: {len(clean)} rows, {len(clean.columns)} columns, version {version[:16]}"
-          f"{' (new)' if created else ' (unchanged, nothing written)'}")
-    return {"version": version[:16], "sha256": version, "rows": len(clean), "columns": len(clean.columns),
-            "target": target, "artifactURI": store.uri(join(prefix, "data.parquet")),
-            "statisticsURI": store.uri(join(prefix, MARKER)), "created": created,
-            "statistics": status_summary(doc)}
+    print(
+        f"ingested {origin}: {len(clean)} rows, {len(clean.columns)} columns, version {version[:16]}"
+        f"{' (new)' if created else ' (unchanged, nothing written)'}"
+    )
+    return {
+        "version": version[:16],
+        "sha256": version,
+        "rows": len(clean),
+        "columns": len(clean.columns),
+        "target": target,
+        "artifactURI": store.uri(join(prefix, "data.parquet")),
+        "statisticsURI": store.uri(join(prefix, MARKER)),
+        "created": created,
+        "statistics": status_summary(doc),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="kubeloop.runtime ingest",
-                            description="Ingest a Dataset; config in $KUBELOOP_CONFIG").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="kubeloop.runtime ingest", description="Ingest a Dataset; config in $KUBELOOP_CONFIG"
+    ).parse_args(argv)
     return jobio.run("ingest", lambda: ingest(jobio.load_config()))
 
 

@@ -33,7 +33,9 @@ class DataError(Exception):
 def load_config(env: str = "KUBELOOP_CONFIG") -> dict[str, Any]:
     raw = os.environ.get(env)
     if not raw:
-        raise DataError("MissingConfig", f"the environment variable {env} is empty: it must hold the JSON config")
+        raise DataError(
+            "MissingConfig", f"the environment variable {env} is empty: it must hold the JSON config"
+        )
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -50,8 +52,16 @@ def fit_result(result: dict[str, Any], limit: int = TERMINATION_LOG_LIMIT) -> st
         return text
     trimmed = json.loads(text)
     # Least needed first: the controller can read the full documents from the store.
-    for path in (("statistics",), ("report",), ("parity",), ("model", "inputSignature"), ("params",),
-                 ("model", "params"), ("columns",), ("metrics",)):
+    for path in (
+        ("statistics",),
+        ("report",),
+        ("parity",),
+        ("model", "inputSignature"),
+        ("params",),
+        ("model", "params"),
+        ("columns",),
+        ("metrics",),
+    ):
         holder = trimmed
         for part in path[:-1]:
             holder = holder.get(part) if isinstance(holder.get(part), dict) else {}

@@ -149,8 +149,10 @@ class VolumeStore(Store):
         if not base.is_dir():
             return []
         return sorted(
-            p.relative_to(self.path).as_posix() for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(TEMP_PREFIX))
+            p.relative_to(self.path).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(TEMP_PREFIX)
+        )
 
 
 class S3Store(Store):
@@ -163,10 +165,12 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         endpoint = endpoint or os.environ.get("KUBELOOP_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
         self.client = boto3.client(
-            "s3", endpoint_url=endpoint or None,
+            "s3",
+            endpoint_url=endpoint or None,
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
             # Path style works with every S3-compatible server; virtual hosts need DNS per bucket.
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}))
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key.lstrip('/')}" if self.prefix else key.lstrip("/")
@@ -176,8 +180,13 @@ class S3Store(Store):
         size = os.path.getsize(path)
         with open(path, "rb") as body:
             # put_object is one PUT (upload_file would switch to multipart above 8 MiB).
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, ContentLength=size,
-                                   Metadata={"sha256": sha})
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=body,
+                ContentLength=size,
+                Metadata={"sha256": sha},
+            )
         return sha
 
     def put_bytes(self, key: str, data: bytes) -> str:
@@ -267,7 +276,9 @@ def open_store(uri: str) -> Store:
             raise StoreError(f"store URI {uri!r} has no claim name: use pvc://claim/path")
         root = Path(os.environ.get("KUBELOOP_PVC_ROOT") or f"/mnt/pvc/{parsed.netloc}")
         return VolumeStore(uri, root / parsed.path.lstrip("/"))
-    raise StoreError(f"unsupported store URI {uri!r}: use s3://bucket/prefix, file:///path or pvc://claim/path")
+    raise StoreError(
+        f"unsupported store URI {uri!r}: use s3://bucket/prefix, file:///path or pvc://claim/path"
+    )
 
 
 def join(*parts: str) -> str:

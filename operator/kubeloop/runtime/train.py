@@ -12,6 +12,7 @@ model-card.json last (the marker). A model that misses the gate is still written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import io
 import json
@@ -50,8 +51,11 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         prefix = ""
     else:
         if not ref.get("name") or not ref.get("version"):
-            raise DataError("InvalidConfig", "config needs dataset.name and dataset.version (the version the "
-                                             "controller pinned) or dataset.artifactURI")
+            raise DataError(
+                "InvalidConfig",
+                "config needs dataset.name and dataset.version (the version the "
+                "controller pinned) or dataset.artifactURI",
+            )
         store = open_store(config["storeURI"])
         prefix = _resolve_version(store, config["namespace"], ref["name"], ref["version"])
     try:
@@ -61,8 +65,12 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         raise DataError("DatasetNotFound", f"dataset snapshot is incomplete or missing: {exc}") from None
     frame = pq.read_table(io.BytesIO(data)).to_pandas()
     full = prefix.rsplit("/", 1)[-1] if prefix else ref.get("version", "")
-    info = {"name": ref.get("name", ""), "version": full[:16], "sha256": full,
-            "artifactURI": store.uri(join(prefix, "data.parquet"))}
+    info = {
+        "name": ref.get("name", ""),
+        "version": full[:16],
+        "sha256": full,
+        "artifactURI": store.uri(join(prefix, "data.parquet")),
+    }
     return frame, doc, info
 
 
@@ -73,27 +81,43 @@ def _resolve_version(store: Store, namespace: str, name: str, version: str) -> s
     if len(matches) != 1:
         found = ", ".join(v[:16] for v in sorted(complete)) or "none"
         what = "no complete snapshot" if not matches else "more than one snapshot"
-        raise DataError("DatasetNotFound", f"{what} of dataset {namespace}/{name} matches version {version!r}; "
-                                           f"versions in the store: {found}")
+        raise DataError(
+            "DatasetNotFound",
+            f"{what} of dataset {namespace}/{name} matches version {version!r}; "
+            f"versions in the store: {found}",
+        )
     return join(base, matches[0])
 
 
-def prepare(frame: pd.DataFrame, doc: dict[str, Any], config: dict[str, Any]
-            ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+def prepare(
+    frame: pd.DataFrame, doc: dict[str, Any], config: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, list[str], str]:
     target = config.get("target") or doc.get("targetName")
     if not target or target not in frame.columns:
-        raise DataError("MissingTarget", f"the dataset has no target column {target!r}: set schema.target on "
-                                         f"the Dataset; columns are {list(frame.columns)}")
+        raise DataError(
+            "MissingTarget",
+            f"the dataset has no target column {target!r}: set schema.target on "
+            f"the Dataset; columns are {list(frame.columns)}",
+        )
     features = list(config.get("features") or [c for c in frame.columns if c != target])
     missing = [f for f in features if f not in frame.columns]
     if missing or target in features:
-        raise DataError("InvalidFeatures", f"features {missing or [target]} are not usable feature columns; "
-                                           f"columns are {list(frame.columns)}")
-    non_numeric = [f for f in features if doc["features"].get(f, {}).get("kind") != "numeric"
-                   and not pd.api.types.is_bool_dtype(frame[f])]
+        raise DataError(
+            "InvalidFeatures",
+            f"features {missing or [target]} are not usable feature columns; "
+            f"columns are {list(frame.columns)}",
+        )
+    non_numeric = [
+        f
+        for f in features
+        if doc["features"].get(f, {}).get("kind") != "numeric" and not pd.api.types.is_bool_dtype(frame[f])
+    ]
     if non_numeric:
-        raise DataError("UnsupportedFeature", f"features {non_numeric} are categorical; this trainer takes "
-                                              "numeric and bool features: leave them out of features")
+        raise DataError(
+            "UnsupportedFeature",
+            f"features {non_numeric} are categorical; this trainer takes "
+            "numeric and bool features: leave them out of features",
+        )
     frame = frame[frame[target].notna()]  # an unlabelled row cannot be trained on or scored
     # float32 before fitting: ONNX runs in float32, so both models see exactly the same inputs.
     x = frame[features].astype("float64").to_numpy().astype(np.float32)
@@ -124,10 +148,15 @@ def evaluate(task: str, model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, f
 
     pred = model.predict(x)
     if task == "regression":
-        return {"rmse": float(np.sqrt(metrics.mean_squared_error(y, pred))),
-                "mae": float(metrics.mean_absolute_error(y, pred)), "r2": float(metrics.r2_score(y, pred))}
-    out = {"accuracy": float(metrics.accuracy_score(y, pred)),
-           "f1_macro": float(metrics.f1_score(y, pred, average="macro"))}
+        return {
+            "rmse": float(np.sqrt(metrics.mean_squared_error(y, pred))),
+            "mae": float(metrics.mean_absolute_error(y, pred)),
+            "r2": float(metrics.r2_score(y, pred)),
+        }
+    out = {
+        "accuracy": float(metrics.accuracy_score(y, pred)),
+        "f1_macro": float(metrics.f1_score(y, pred, average="macro")),
+    }
     scores = _scores(model, x)
     if scores is not None:
         try:
@@ -135,8 +164,11 @@ def evaluate(task: str, model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, f
                 column = scores[:, 1] if scores.ndim == 2 else scores
                 out["roc_auc"] = float(metrics.roc_auc_score(y, column))
             elif scores.ndim == 2:
-                out["roc_auc"] = float(metrics.roc_auc_score(y, scores, multi_class="ovr", average="macro",
-                                                             labels=model.classes_))
+                out["roc_auc"] = float(
+                    metrics.roc_auc_score(
+                        y, scores, multi_class="ovr", average="macro", labels=model.classes_
+                    )
+                )
         except ValueError as exc:  # a class absent from the test rows: ROC-AUC is undefined, not an error
             print(f"roc_auc not computed: {exc}")
     return out
@@ -182,8 +214,12 @@ def export_onnx(model: Any, n_features: int, task: str) -> bytes:
 
     options = {id(_final(model)): {"zipmap": False}} if task == "classification" else None
     # A fixed graph name: skl2onnx otherwise picks a random one, and the same model must give the same sha256.
-    onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, n_features]))], options=options,
-                          name="kubeloop")
+    onx = convert_sklearn(
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options=options,
+        name="kubeloop",
+    )
     return bytes(onx.SerializeToString())
 
 
@@ -191,7 +227,9 @@ def _final(model: Any) -> Any:
     return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
-def parity(task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: dict[str, Any]) -> dict[str, Any]:
+def parity(
+    task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: dict[str, Any]
+) -> dict[str, Any]:
     """The ONNX model must agree with scikit-learn on the held-out rows, or the run fails saying where."""
     import onnxruntime as ort
 
@@ -203,16 +241,19 @@ def parity(task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: 
         got = np.asarray(outputs[0], dtype=np.float64).ravel()
         gap = np.abs(got - expected) / np.maximum(np.abs(expected), 1.0)
         worst = int(np.argmax(gap)) if gap.size else 0
-        report = {"rows": int(len(x)), "maxRelativeDiff": float(gap.max(initial=0.0)), "relativeTolerance": rtol}
+        report = {"rows": len(x), "maxRelativeDiff": float(gap.max(initial=0.0)), "relativeTolerance": rtol}
         if gap.size and gap[worst] > rtol:
-            raise DataError("ParityFailed", f"ONNX and scikit-learn disagree on held-out row {worst + 1}: "
-                                            f"{got[worst]:.6g} vs {expected[worst]:.6g} (relative gap "
-                                            f"{gap[worst]:.2g} > {rtol:g}); the model was not written")
+            raise DataError(
+                "ParityFailed",
+                f"ONNX and scikit-learn disagree on held-out row {worst + 1}: "
+                f"{got[worst]:.6g} vs {expected[worst]:.6g} (relative gap "
+                f"{gap[worst]:.2g} > {rtol:g}); the model was not written",
+            )
         return report
     atol = float(tolerances.get("probabilityTolerance", DEFAULT_PROBA_TOLERANCE))
     labels = np.asarray(outputs[0]).ravel()
     expected_labels = np.asarray(model.predict(x)).ravel()
-    report = {"rows": int(len(x)), "probabilityTolerance": atol}
+    report = {"rows": len(x), "probabilityTolerance": atol}
     proba = _scores(model, x) if hasattr(model, "predict_proba") else None
     onnx_proba = np.asarray(outputs[1]) if len(outputs) > 1 and proba is not None else None
     if onnx_proba is not None and proba is not None and proba.ndim == 2:
@@ -220,9 +261,12 @@ def parity(task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: 
         report["maxProbabilityDiff"] = float(diff.max(initial=0.0))
         row = int(np.argmax(diff.max(axis=1))) if diff.size else 0
         if diff.size and diff[row].max() > atol:
-            raise DataError("ParityFailed", f"ONNX and scikit-learn probabilities differ by {diff[row].max():.2g} "
-                                            f"on held-out row {row + 1} (tolerance {atol:g}); the model was not "
-                                            "written")
+            raise DataError(
+                "ParityFailed",
+                f"ONNX and scikit-learn probabilities differ by {diff[row].max():.2g} "
+                f"on held-out row {row + 1} (tolerance {atol:g}); the model was not "
+                "written",
+            )
     mismatch = np.flatnonzero(labels.astype(str) != expected_labels.astype(str))
     if onnx_proba is not None and proba is not None and proba.ndim == 2 and proba.shape[1] > 1:
         # A near-tie of the top two classes may flip in float32 arithmetic: not a disagreement of the models.
@@ -231,16 +275,21 @@ def parity(task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: 
     report["labelMismatches"] = len(mismatch)
     if len(mismatch):
         i = int(mismatch[0])
-        raise DataError("ParityFailed", f"ONNX and scikit-learn predict different labels on {len(mismatch)} "
-                                        f"held-out row(s), first row {i + 1}: {labels[i]} vs {expected_labels[i]}; "
-                                        "the model was not written")
+        raise DataError(
+            "ParityFailed",
+            f"ONNX and scikit-learn predict different labels on {len(mismatch)} "
+            f"held-out row(s), first row {i + 1}: {labels[i]} vs {expected_labels[i]}; "
+            "the model was not written",
+        )
     return report
 
 
 # ---------------------------------------------------------------------------------------------- report
 
 
-def write_report(task: str, model: Any, x: np.ndarray, y: np.ndarray, features: list[str], out: Path) -> list[str]:
+def write_report(
+    task: str, model: Any, x: np.ndarray, y: np.ndarray, features: list[str], out: Path
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # no display in a pod
@@ -295,10 +344,8 @@ def _importance(model: Any) -> np.ndarray | None:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for lib in LIBRARIES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return versions
 
 
@@ -321,9 +368,12 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     x, y, features, target = prepare(frame, doc, config)
     task = spec.get("task") or infer_task(y)
     if task != estimators.task_of(name):
-        raise DataError("TaskMismatch", f"{name} does a {estimators.task_of(name)} task but the task is {task}"
-                                        f"{'' if spec.get('task') else ' (inferred from the target)'}: pick a "
-                                        f"{task} estimator or set model.task")
+        raise DataError(
+            "TaskMismatch",
+            f"{name} does a {estimators.task_of(name)} task but the task is {task}"
+            f"{'' if spec.get('task') else ' (inferred from the target)'}: pick a "
+            f"{task} estimator or set model.task",
+        )
     split = config.get("split") or {}
     seed = int(split.get("seed", 42))
     from sklearn.model_selection import train_test_split
@@ -332,7 +382,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     stratify = y if task == "classification" and split.get("stratify", True) else None
     try:
         x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=float(split.get("testFraction", 0.2)), random_state=seed, stratify=stratify)
+            x, y, test_size=float(split.get("testFraction", 0.2)), random_state=seed, stratify=stratify
+        )
     except ValueError as exc:
         raise DataError("InvalidSplit", f"cannot split {len(y)} rows: {exc}") from None
     if np.isnan(x).any():
@@ -373,18 +424,38 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         classes = [c.item() if hasattr(c, "item") else c for c in getattr(_final(estimator), "classes_", [])]
         signature = [{"name": f, "type": "float"} for f in features]
         card = {
-            "kind": "ModelCard", "version": 1, "namespace": config["namespace"], "trainingJob": config["name"],
-            "sha256": sha, "task": task, "estimator": name, "params": params,
+            "kind": "ModelCard",
+            "version": 1,
+            "namespace": config["namespace"],
+            "trainingJob": config["name"],
+            "sha256": sha,
+            "task": task,
+            "estimator": name,
+            "params": params,
             "effectiveParams": _jsonable(_final(estimator).get_params()),
-            "metrics": metrics, "dataset": dataset, "target": target, "features": features, "classes": classes,
-            "inputSignature": {"inputs": [{"name": "input", "type": "float32", "shape": [None, len(features)]}],
-                               "features": signature,
-                               "outputs": ["label", "probabilities"] if task == "classification" else ["variable"]},
-            "split": {"testFraction": float(split.get("testFraction", 0.2)), "seed": seed,
-                      "stratify": stratify is not None, "trainRows": len(y_train), "testRows": len(y_test)},
-            "parity": parity_report, "gate": {"passed": passed, "reasons": reasons},
-            "libraryVersions": library_versions(), "trainingSeconds": round(timings["fit"], 4),
-            "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "report": report,
+            "metrics": metrics,
+            "dataset": dataset,
+            "target": target,
+            "features": features,
+            "classes": classes,
+            "inputSignature": {
+                "inputs": [{"name": "input", "type": "float32", "shape": [None, len(features)]}],
+                "features": signature,
+                "outputs": ["label", "probabilities"] if task == "classification" else ["variable"],
+            },
+            "split": {
+                "testFraction": float(split.get("testFraction", 0.2)),
+                "seed": seed,
+                "stratify": stratify is not None,
+                "trainRows": len(y_train),
+                "testRows": len(y_test),
+            },
+            "parity": parity_report,
+            "gate": {"passed": passed, "reasons": reasons},
+            "libraryVersions": library_versions(),
+            "trainingSeconds": round(timings["fit"], 4),
+            "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "report": report,
             "trial": trial.get("index") if trial else None,
         }
         (out / MARKER).write_text(json.dumps(card, indent=1, sort_keys=True))
@@ -394,12 +465,28 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     timings["write"] = time.monotonic() - t
     timings["total"] = time.monotonic() - started
     verdict = "passed" if passed else "FAILED: " + "; ".join(reasons)
-    print(f"trained {name} on {dataset['version']}: {json.dumps(metrics)}; gate {verdict}; model sha256 {sha}")
+    print(
+        f"trained {name} on {dataset['version']}: {json.dumps(metrics)}; gate {verdict}; model sha256 {sha}"
+    )
     result: dict[str, Any] = {
-        "task": task, "metrics": metrics, "gatePassed": passed, "gateReasons": reasons,
-        "dataset": {"name": dataset["name"], "version": dataset["version"], "artifactURI": dataset["artifactURI"]},
-        "model": {"uri": store.uri(prefix), "sha256": sha, "datasetVersion": dataset["version"], "task": task,
-                  "params": params, "inputSignature": signature, "libraryVersions": card["libraryVersions"]},
+        "task": task,
+        "metrics": metrics,
+        "gatePassed": passed,
+        "gateReasons": reasons,
+        "dataset": {
+            "name": dataset["name"],
+            "version": dataset["version"],
+            "artifactURI": dataset["artifactURI"],
+        },
+        "model": {
+            "uri": store.uri(prefix),
+            "sha256": sha,
+            "datasetVersion": dataset["version"],
+            "task": task,
+            "params": params,
+            "inputSignature": signature,
+            "libraryVersions": card["libraryVersions"],
+        },
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
     if trial:
@@ -408,12 +495,15 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v) for k, v in params.items()}
+    return {
+        k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v) for k, v in params.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="kubeloop.runtime train",
-                            description="Train a model; config in $KUBELOOP_CONFIG").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="kubeloop.runtime train", description="Train a model; config in $KUBELOOP_CONFIG"
+    ).parse_args(argv)
     return jobio.run("train", lambda: train(jobio.load_config()))
 
 
