@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Kubeloop's inference server beside MLServer and KServe's ModelServer, measured in one run.
+
+    .venv/bin/python bench/serve_bench.py [--duration 10] [--connections 1,32] [--models rf,lr]
+
+Closed loop (wrk), 1-row V2 requests, the same models for every server; prints req/s, p50, p99, RSS and
+the ratios, the ONNX Runtime floor, and where Kubeloop's time goes (component timings + a cProfile of
+the server under load). Competitors live in their own virtual environments under .work/bench-venv/,
+created here on first use. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pstats
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import timeit
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+WORK = REPO / ".work" / "bench"
+VENVS = REPO / ".work" / "bench-venv"
+# MLServer 1.7.1's worker dies at start with a newer uvloop.
+COMPETITORS = {
+    "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
+    "kserve": ["kserve"],
+}
+MODELS = {"rf": "random_forest", "lr": "logistic_regression"}
+TARGETS = {"rps32": 20_000, "p50_1_ms": 0.1, "p99_1_ms": 0.3, "rss_mib": 150, "vs_kserve": 8, "vs_mlserver": 10}
+
+KSERVE_SERVER = '''
+"""KServe's ModelServer with a scikit-learn model, as kserve's sklearnserver serves it (predict)."""
+import sys
+import joblib
+import kserve
+import numpy as np
+from kserve import InferOutput, InferRequest, InferResponse
+
+
+class SKLearnModel(kserve.Model):
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name)
+        self.model = joblib.load(path)
+        self.ready = True
+
+    def predict(self, payload, headers=None, response_headers=None):
+        x = payload.inputs[0].as_numpy()
+        y = self.model.predict(x)
+        out = InferOutput(name="predict", shape=list(y.shape), datatype="INT64")
+        out.set_data_from_numpy(y.astype(np.int64), binary_data=False)
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+
+
+if __name__ == "__main__":
+    name, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    kserve.ModelServer(http_port=port, grpc_port=port + 1, enable_grpc=False, workers=1).start(
+        [SKLearnModel(name, path)])
+'''
+
+
+@dataclass
+class Point:
+    model: str
+    server: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_mib: float
+    cpu_us_per_request: float
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def need_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk (Debian's package)")
+    return wrk
+
+
+def build_models() -> dict[str, Path]:
+    import joblib
+
+    from kubeloop.runtime.serve.examples import build_model_dir
+
+    dirs = {}
+    for short, kind in MODELS.items():
+        d = WORK / "models" / short
+        if not (d / "model.joblib").exists():
+            estimator = build_model_dir(d, kind, name=short)
+            joblib.dump(estimator, d / "model.joblib")
+            (d / "model-settings.json").write_text(json.dumps({
+                "name": short, "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib"}}))
+        dirs[short] = d
+    return dirs
+
+
+def ensure_venv(name: str) -> Path:
+    """A competitor's own venv, with this scikit-learn version so that the pickled models load."""
+    import sklearn
+
+    venv = VENVS / name
+    marker = venv / ".installed"
+    if not marker.exists():
+        print(f"# creating {venv} (once; a few minutes)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *COMPETITORS[name],
+                        f"scikit-learn=={sklearn.__version__}", "joblib"], check=True)
+        marker.touch()
+    return venv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+class Server:
+    def __init__(self, kind: str, model: str, model_dir: Path, profile: Path | None = None) -> None:
+        self.kind, self.model = kind, model
+        self.port = free_port()
+        self.log = (WORK / f"{kind}-{model}.log").open("w")
+        if kind == "kubeloop":
+            serve = ["serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+            cmd = [sys.executable, "-m", "kubeloop.runtime", *serve]
+            if profile is not None:
+                statement = f"main({serve[1:]!r})"
+                code = ("import cProfile; from kubeloop.runtime.serve.cli import main; "
+                        f"cProfile.run({statement!r}, {str(profile)!r})")
+                cmd = [sys.executable, "-c", code]
+        elif kind == "mlserver":
+            venv = ensure_venv("mlserver")
+            (model_dir / "settings.json").write_text(json.dumps({
+                "http_port": self.port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}))
+            cmd = [str(venv / "bin" / "mlserver"), "start", str(model_dir)]
+        else:
+            venv = ensure_venv("kserve")
+            script = WORK / "kserve_server.py"
+            script.write_text(KSERVE_SERVER)
+            cmd = [str(venv / "bin" / "python"), str(script), model, str(model_dir / "model.joblib"), str(self.port)]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=model_dir,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; see {self.log.name}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/v2/models/{self.model}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.kind} not ready after {timeout}s; see {self.log.name}")
+
+    def pids(self) -> list[int]:
+        """The server and its children (MLServer runs inference in worker processes)."""
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid or int(fields[1]) in pids[1:]:  # ppid, or process group
+                    pids.append(int(stat.parent.name))
+        return sorted(set(pids))
+
+    def rss_mib(self) -> float:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, StopIteration):
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                total += int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+        return total / 1024
+
+    def cpu_seconds(self) -> float:
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+# ---------------------------------------------------------------------------------------------- wrk
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def lua_script(model: str, server: str) -> Path:
+    row = [round(0.37 * i - 3.1, 3) for i in range(20)]
+    name = "X" if server == "kubeloop" else "input-0"  # competitors take any input name
+    body = json.dumps({"inputs": [{"name": name, "shape": [1, 20], "datatype": "FP32", "data": row}]})
+    path = WORK / f"{server}-{model}.lua"
+    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+    return path
+
+
+def run_wrk(wrk: str, server: Server, connections: int, seconds: float) -> dict[str, float]:
+    script = lua_script(server.model, server.kind)
+    url = f"{server.url}/v2/models/{server.model}/infer"
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M)
+        return float(m[1]) * UNITS[m[2]] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx[1]) if non2xx else 0
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    total = re.search(r"(\d+) requests in", out)
+    return {"rps": float(rps[1]) if rps else 0.0, "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "errors": errors, "requests": float(total[1]) if total else 0.0}
+
+
+def measure(wrk: str, server: Server, connections: int, seconds: float) -> Point:
+    run_wrk(wrk, server, connections, min(2.0, seconds))  # warm-up: JIT-less, but caches and pools
+    cpu0 = server.cpu_seconds()
+    r = run_wrk(wrk, server, connections, seconds)
+    cpu = server.cpu_seconds() - cpu0
+    return Point(server.model, server.kind, connections, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"]),
+                 server.rss_mib(), cpu / max(r["requests"], 1) * 1e6)
+
+
+# ---------------------------------------------------------------------------------------------- breakdown
+
+
+def micro(fn: Any, number: int = 5000) -> float:
+    """Best-of-5 microseconds per call."""
+    for _ in range(200):
+        fn()
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+
+def breakdown(model_dir: Path) -> dict[str, float]:
+    """What one 1-row V2 request costs, piece by piece, in this process (the server does the same)."""
+    import httptools
+    import numpy as np
+    import orjson
+
+    from kubeloop.runtime.serve.metrics import Metrics
+    from kubeloop.runtime.serve.model import Model
+    from kubeloop.runtime.serve.protocol import Codec
+
+    model = Model(model_dir)
+    codec, metrics = Codec(model), Metrics(model)
+    row = [round(0.37 * i - 3.1, 3) for i in range(20)]
+    body = orjson.dumps({"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": row}]})
+    x = np.asarray([row], dtype=np.float32)
+    feed = {model.input_name: x}
+    pred = model.predict(x)
+    request = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    class Sink:
+        def on_url(self, url: bytes) -> None: ...
+        def on_header(self, name: bytes, value: bytes) -> None: ...
+        def on_body(self, body: bytes) -> None: ...
+        def on_message_complete(self) -> None: ...
+
+    parser = httptools.HttpRequestParser(Sink())
+    batch32 = np.repeat(x, 32, axis=0)
+    return {
+        "ort_floor_1row_us": micro(lambda: model.session.run(None, feed)),
+        "ort_32rows_per_row_us": micro(lambda: model.session.run(None, {model.input_name: batch32}), 500) / 32,
+        "http_parse_us": micro(lambda: parser.feed_data(request)),
+        "decode_v2_us": micro(lambda: codec.decode_v2(body)),
+        "predict_us": micro(lambda: model.predict(x)),
+        "encode_v2_us": micro(lambda: codec.encode_v2(pred, None)),
+        "metrics_us": micro(lambda: (metrics.request("v2", 200, 1e-4), metrics.batch(x, pred))),
+    }
+
+
+def profile_server(wrk: str, model_dir: Path, seconds: float) -> list[str]:
+    """cProfile of the server under 32 connections: the top functions by own time."""
+    out = WORK / "kubeloop.prof"
+    server = Server("kubeloop", "rf", model_dir, profile=out)
+    try:
+        run_wrk(wrk, server, 32, seconds)
+    finally:
+        server.stop()
+    stats = pstats.Stats(str(out))
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]  # type: ignore[attr-defined]
+    lines = []
+    for (file, line, func), (_, calls, tottime, _, _) in rows:
+        where = f"{Path(file).name}:{line}({func})" if file != "~" else func
+        lines.append(f"  {100 * tottime / total:5.1f}%  {calls:>9}  {where}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def report(points: list[Point], parts: dict[str, dict[str, float]], profile: list[str]) -> None:
+    print("\n== Throughput and latency (wrk closed loop, 1-row V2 requests)")
+    print(f"{'model':5} {'server':9} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+          f"{'RSS MiB':>8} {'CPU us/req':>10}")
+    for p in points:
+        print(f"{p.model:5} {p.server:9} {p.connections:>5} {p.rps:>10.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} "
+              f"{p.errors:>6} {p.rss_mib:>8.0f} {p.cpu_us_per_request:>10.1f}")
+    by = {(p.model, p.server, p.connections): p for p in points}
+    print("\n== Ratios (Kubeloop req/s / competitor req/s, same run, same machine)")
+    for (model, server, conns), p in sorted(by.items()):
+        ours = by.get((model, "kubeloop", conns))
+        if server != "kubeloop" and ours and p.rps:
+            want = TARGETS.get(f"vs_{server}")
+            target = f"  (target >= {want}x on rf @32)" if model == "rf" and conns == 32 else ""
+            print(f"  {model} @{conns:<3} kubeloop / {server:8} = {ours.rps / p.rps:7.1f}x{target}")
+    for model, part in parts.items():
+        print(f"\n== Where the time goes: {model}, one 1-row request (microseconds, in-process)")
+        for key, value in part.items():
+            print(f"  {key:26} {value:8.2f}")
+        one = by.get((model, "kubeloop", 1))
+        many = by.get((model, "kubeloop", 32))
+        floor = part["ort_floor_1row_us"]
+        if one:
+            print(f"  -> at 1 connection p50 is {one.p50_ms * 1000:.0f} us = {one.p50_ms * 1000 / floor:.1f}x the "
+                  f"ORT floor; server CPU {one.cpu_us_per_request:.1f} us/request (the rest is wrk and the "
+                  f"loopback round trip)")
+        if many:
+            print(f"  -> at 32 connections: {1e6 / many.rps:.1f} us/request wall, server CPU "
+                  f"{many.cpu_us_per_request:.1f} us/request, ORT per row in a 32-row batch "
+                  f"{part['ort_32rows_per_row_us']:.1f} us")
+    if profile:
+        print("\n== cProfile of the Kubeloop server, rf @32 connections (own time, top functions)")
+        print(*profile, sep="\n")
+    rf1, rf32 = by.get(("rf", "kubeloop", 1)), by.get(("rf", "kubeloop", 32))
+    if rf1 and rf32:
+        print("\n== Targets (issue 5)")
+        checks = [(f"rf @32 req/s >= {TARGETS['rps32']}", rf32.rps >= TARGETS["rps32"], f"{rf32.rps:.0f}"),
+                  (f"rf @1 p50 <= {TARGETS['p50_1_ms']} ms", rf1.p50_ms <= TARGETS["p50_1_ms"], f"{rf1.p50_ms:.3f}"),
+                  (f"rf @1 p99 <= {TARGETS['p99_1_ms']} ms", rf1.p99_ms <= TARGETS["p99_1_ms"], f"{rf1.p99_ms:.3f}"),
+                  (f"RSS <= {TARGETS['rss_mib']} MiB", rf32.rss_mib <= TARGETS["rss_mib"], f"{rf32.rss_mib:.0f}")]
+        for name, ok, value in checks:
+            print(f"  {'PASS' if ok else 'MISS'}  {name:28} measured {value}")
+        print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
+    p.add_argument("--connections", default="1,32", help="comma-separated (default 1,32)")
+    p.add_argument("--models", default="rf,lr", help="rf (RandomForest 100x8), lr (LogisticRegression)")
+    p.add_argument("--servers", default="kubeloop,mlserver,kserve")
+    p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    p.add_argument("--json", type=Path, default=WORK / "results.json", help="where to write the figures")
+    args = p.parse_args()
+
+    wrk = need_wrk()
+    WORK.mkdir(parents=True, exist_ok=True)
+    dirs = build_models()
+    models = args.models.split(",")
+    conns = [int(c) for c in args.connections.split(",")]
+    points: list[Point] = []
+    for server_kind in args.servers.split(","):
+        for model in models:
+            print(f"# {server_kind} / {model}", flush=True)
+            try:
+                server = Server(server_kind, model, dirs[model])
+            except (RuntimeError, subprocess.CalledProcessError) as e:
+                print(f"# {server_kind} / {model} skipped: {e}", flush=True)
+                continue
+            try:
+                for c in conns:
+                    points.append(measure(wrk, server, c, args.duration))
+                    print(f"#   {points[-1]}", flush=True)
+            finally:
+                server.stop()
+    parts = {m: breakdown(dirs[m]) for m in models if "kubeloop" in args.servers}
+    profile = [] if args.no_profile or "rf" not in models else profile_server(wrk, dirs["rf"], args.duration)
+    report(points, parts, profile)
+    args.json.write_text(json.dumps({"points": [asdict(p) for p in points], "breakdown": parts,
+                                     "profile": profile}, indent=2))
+    print(f"\n(figures also in {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
