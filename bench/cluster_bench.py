@@ -33,8 +33,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=10)
     args = parser.parse_args()
-    bins = Path(subprocess.run([str(REPO / "cluster" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE,
-                               text=True).stdout.strip().splitlines()[-1])
+    bins = Path(
+        subprocess.run(
+            [str(REPO / "cluster" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     cold = (bins / "BUILD_SECONDS").read_text().strip() if (bins / "BUILD_SECONDS").exists() else "unknown"
     kubectl = [str(bins / "kubectl"), "--kubeconfig", str(REPO / ".kube" / "config")]
 
@@ -43,26 +48,44 @@ def main() -> None:
     subprocess.run([*CLUSTER, "down"], check=True, stderr=subprocess.DEVNULL)
     full = timed([*CLUSTER, "up"])
 
-    pause = json.loads(subprocess.run([*kubectl, "get", "node", "-o", "json"], check=True, stdout=subprocess.PIPE,
-                                      text=True).stdout)["items"][0]["status"]["images"]
+    pause = json.loads(
+        subprocess.run(
+            [*kubectl, "get", "node", "-o", "json"], check=True, stdout=subprocess.PIPE, text=True
+        ).stdout
+    )["items"][0]["status"]["images"]
     pause_ref = next(n for img in pause for n in img["names"] if "pause" in n)
     latencies = []
     for i in range(args.pods):
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"bench-{i}", "namespace": "default"},
-               "spec": {"containers": [{"name": "p", "image": pause_ref, "imagePullPolicy": "Never"}]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"bench-{i}", "namespace": "default"},
+            "spec": {"containers": [{"name": "p", "image": pause_ref, "imagePullPolicy": "Never"}]},
+        }
         t0 = time.monotonic()
-        subprocess.run([*kubectl, "create", "-f", "-"], input=json.dumps(pod), text=True, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([*kubectl, "wait", "--for=condition=Ready", f"pod/bench-{i}", "--timeout=120s"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*kubectl, "create", "-f", "-"],
+            input=json.dumps(pod),
+            text=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [*kubectl, "wait", "--for=condition=Ready", f"pod/bench-{i}", "--timeout=120s"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         latencies.append(time.monotonic() - t0)
-        subprocess.run([*kubectl, "delete", "pod", f"bench-{i}", "--wait=false"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*kubectl, "delete", "pod", f"bench-{i}", "--wait=false"], check=True, stdout=subprocess.DEVNULL
+        )
     print(f"cold build of the cluster binaries:     {cold} s (recorded by cluster/build-binaries.sh)")
     print(f"warm up, control plane only:            {control_plane:.1f} s")
     print(f"warm up, control plane and node:        {full:.1f} s")
-    print(f"pod start latency, create to Ready:     p50 {statistics.median(latencies):.2f} s, "
-          f"max {max(latencies):.2f} s over {len(latencies)} pods (measured with kubectl, which adds ~0.1 s)")
+    print(
+        f"pod start latency, create to Ready:     p50 {statistics.median(latencies):.2f} s, "
+        f"max {max(latencies):.2f} s over {len(latencies)} pods (measured with kubectl, which adds ~0.1 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the cluster's own small images (pause, CoreDNS) as docker-archive tarballs, without a container engine.
+"""The cluster's own small images (pause, CoreDNS) as docker-archive tarballs, without an engine.
 
     images.py pause|coredns BIN_DIR REF   -> prints the path of the cached tarball
 
@@ -19,8 +19,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-CACHE = Path(os.environ.get("KUBELOOP_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                            / "kubeloop"))
+CACHE = Path(
+    os.environ.get(
+        "KUBELOOP_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kubeloop"
+    )
+)
 
 
 def docker_archive(ref: str, files: dict[str, tuple[bytes, int]], config: dict) -> bytes:  # type: ignore[type-arg]
@@ -33,17 +36,24 @@ def docker_archive(ref: str, files: dict[str, tuple[bytes, int]], config: dict) 
             tar.addfile(info, io.BytesIO(data))
     layer_bytes = layer.getvalue()
     diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    image_config = {"architecture": "amd64", "os": "linux", "config": config,
-                    "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                    "history": [{"created_by": "kubeloop cluster/images.py"}]}
+    image_config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "kubeloop cluster/images.py"}],
+    }
     config_bytes = json.dumps(image_config, sort_keys=True).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     layer_name = diff_id.split(":")[1] + "/layer.tar"
     manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [layer_name]}]
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in ((config_name, config_bytes), (layer_name, layer_bytes),
-                           ("manifest.json", json.dumps(manifest).encode())):
+        for name, data in (
+            (config_name, config_bytes),
+            (layer_name, layer_bytes),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))

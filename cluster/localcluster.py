@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -62,7 +63,9 @@ def log(msg: str) -> None:
 def run(*cmd: str | Path, check: bool = True, input: str | None = None, quiet: bool = False) -> str:
     res = subprocess.run([str(c) for c in cmd], input=input, capture_output=True, text=True)
     if check and res.returncode != 0:
-        raise SystemExit(f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n{res.stderr.strip()}")
+        raise SystemExit(
+            f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n{res.stderr.strip()}"
+        )
     if res.returncode != 0 and not quiet:
         log(f"ignored failure of {' '.join(map(str, cmd))}: {res.stderr.strip()[:300]}")
     return res.stdout
@@ -108,8 +111,12 @@ def start(name: str, cmd: list[str | Path], env: dict[str, str] | None = None) -
     PIDS.mkdir(parents=True, exist_ok=True)
     with open(LOGS / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            [str(c) for c in cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     (PIDS / name).write_text(str(proc.pid))
     log(f"started {name} (pid {proc.pid}, log {LOGS / (name + '.log')})")
@@ -156,7 +163,7 @@ def wait_for(what: str, check, timeout: float, interval: float = 0.5) -> None:  
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - a component that is still starting fails in many ways
+        except Exception:
             pass
         time.sleep(interval)
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {LOGS}")
@@ -174,8 +181,11 @@ def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None
     key, crt = PKI / f"{name}.key", PKI / f"{name}.crt"
     if crt.exists():
         return
-    ext = [f"extendedKeyUsage={usage}", "keyUsage=critical,digitalSignature,keyEncipherment",
-           "basicConstraints=critical,CA:FALSE"]
+    ext = [
+        f"extendedKeyUsage={usage}",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "basicConstraints=critical,CA:FALSE",
+    ]
     if sans:
         ext.append("subjectAltName=" + ",".join(sans))
     with tempfile.NamedTemporaryFile("w", suffix=".cnf") as extfile:
@@ -183,8 +193,24 @@ def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None
         extfile.flush()
         openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
         openssl("req", "-new", "-key", key, "-subj", subject, "-out", PKI / f"{name}.csr")
-        openssl("x509", "-req", "-in", PKI / f"{name}.csr", "-CA", PKI / "ca.crt", "-CAkey", PKI / "ca.key",
-                "-CAcreateserial", "-days", "365", "-sha256", "-extfile", extfile.name, "-out", crt)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            PKI / f"{name}.csr",
+            "-CA",
+            PKI / "ca.crt",
+            "-CAkey",
+            PKI / "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-sha256",
+            "-extfile",
+            extfile.name,
+            "-out",
+            crt,
+        )
     (PKI / f"{name}.csr").unlink()
 
 
@@ -193,15 +219,37 @@ def ensure_pki() -> None:
     os.chmod(PKI, 0o700)
     if not (PKI / "ca.crt").exists():
         openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", PKI / "ca.key")
-        openssl("req", "-x509", "-new", "-key", PKI / "ca.key", "-subj", "/CN=kubeloop-local-ca",
-                "-days", "3650", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", "-out", PKI / "ca.crt")
+        openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            PKI / "ca.key",
+            "-subj",
+            "/CN=kubeloop-local-ca",
+            "-days",
+            "3650",
+            "-sha256",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-out",
+            PKI / "ca.crt",
+        )
     if not (PKI / "sa.key").exists():
         openssl("genrsa", "-out", PKI / "sa.key", "2048")
         openssl("rsa", "-in", PKI / "sa.key", "-pubout", "-out", PKI / "sa.pub")
-    apiserver_sans = [f"IP:{NODE_IP}", f"IP:{KUBERNETES_SERVICE_IP}", "IP:127.0.0.1", "DNS:localhost",
-                      "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-                      "DNS:kubernetes.default.svc.cluster.local"]
+    apiserver_sans = [
+        f"IP:{NODE_IP}",
+        f"IP:{KUBERNETES_SERVICE_IP}",
+        "IP:127.0.0.1",
+        "DNS:localhost",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+    ]
     make_cert("apiserver", "/CN=kube-apiserver", "serverAuth", apiserver_sans)
     make_cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth")
     make_cert("admin", "/O=system:masters/CN=kubeloop-admin", "clientAuth")
@@ -209,8 +257,12 @@ def ensure_pki() -> None:
     make_cert("scheduler", "/CN=system:kube-scheduler", "clientAuth")
     make_cert("kube-proxy", "/CN=system:kube-proxy", "clientAuth")
     make_cert("kubelet-client", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth")
-    make_cert("kubelet-serving", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "serverAuth",
-              [f"IP:{NODE_IP}", f"DNS:{NODE_NAME}", "IP:127.0.0.1"])
+    make_cert(
+        "kubelet-serving",
+        f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+        "serverAuth",
+        [f"IP:{NODE_IP}", f"DNS:{NODE_NAME}", "IP:127.0.0.1"],
+    )
     for key in PKI.glob("*.key"):
         os.chmod(key, 0o600)
 
@@ -220,11 +272,24 @@ def write_kubeconfig(path: Path, cert: str, server: str = f"https://{NODE_IP}:{A
         return base64.b64encode(p.read_bytes()).decode()
 
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "kubeloop",
-        "clusters": [{"name": "kubeloop", "cluster": {"server": server,
-                                                      "certificate-authority-data": b64(PKI / "ca.crt")}}],
-        "users": [{"name": cert, "user": {"client-certificate-data": b64(PKI / f"{cert}.crt"),
-                                          "client-key-data": b64(PKI / f"{cert}.key")}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kubeloop",
+        "clusters": [
+            {
+                "name": "kubeloop",
+                "cluster": {"server": server, "certificate-authority-data": b64(PKI / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": cert,
+                "user": {
+                    "client-certificate-data": b64(PKI / f"{cert}.crt"),
+                    "client-key-data": b64(PKI / f"{cert}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "kubeloop", "context": {"cluster": "kubeloop", "user": cert}}],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,64 +346,129 @@ def remove_iptables_chains() -> None:
 
 
 def start_control_plane(bins: Path) -> None:
-    start("etcd", [
-        bins / "etcd", "--name", "kubeloop", "--data-dir", STATE_DIR / "etcd",
-        "--listen-client-urls", ETCD_CLIENT, "--advertise-client-urls", ETCD_CLIENT,
-        "--listen-peer-urls", ETCD_PEER, "--initial-advertise-peer-urls", ETCD_PEER,
-        "--initial-cluster", f"kubeloop={ETCD_PEER}",
-        # a throwaway dev cluster: durability is not worth the fsync latency (envtest does the same)
-        "--unsafe-no-fsync",
-    ])
+    start(
+        "etcd",
+        [
+            bins / "etcd",
+            "--name",
+            "kubeloop",
+            "--data-dir",
+            STATE_DIR / "etcd",
+            "--listen-client-urls",
+            ETCD_CLIENT,
+            "--advertise-client-urls",
+            ETCD_CLIENT,
+            "--listen-peer-urls",
+            ETCD_PEER,
+            "--initial-advertise-peer-urls",
+            ETCD_PEER,
+            "--initial-cluster",
+            f"kubeloop={ETCD_PEER}",
+            # a throwaway dev cluster: durability is not worth the fsync latency (envtest does the same)
+            "--unsafe-no-fsync",
+        ],
+    )
     wait_for("etcd", lambda: urllib.request.urlopen(f"{ETCD_CLIENT}/health", timeout=2).status == 200, 60)
-    start("kube-apiserver", [
-        bins / "kube-apiserver",
-        "--etcd-servers", ETCD_CLIENT,
-        "--bind-address", NODE_IP, "--advertise-address", NODE_IP, "--secure-port", str(APISERVER_PORT),
-        "--tls-cert-file", PKI / "apiserver.crt", "--tls-private-key-file", PKI / "apiserver.key",
-        "--client-ca-file", PKI / "ca.crt",
-        "--kubelet-client-certificate", PKI / "apiserver-kubelet-client.crt",
-        "--kubelet-client-key", PKI / "apiserver-kubelet-client.key",
-        "--kubelet-certificate-authority", PKI / "ca.crt",
-        "--service-cluster-ip-range", SERVICE_CIDR,
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file", PKI / "sa.pub",
-        "--service-account-signing-key-file", PKI / "sa.key",
-        "--authorization-mode", "Node,RBAC",
-        "--enable-admission-plugins", "NodeRestriction",
-        "--allow-privileged=true", "--profiling=false",
-        "--cert-dir", STATE_DIR / "apiserver-certs",
-    ])
+    start(
+        "kube-apiserver",
+        [
+            bins / "kube-apiserver",
+            "--etcd-servers",
+            ETCD_CLIENT,
+            "--bind-address",
+            NODE_IP,
+            "--advertise-address",
+            NODE_IP,
+            "--secure-port",
+            str(APISERVER_PORT),
+            "--tls-cert-file",
+            PKI / "apiserver.crt",
+            "--tls-private-key-file",
+            PKI / "apiserver.key",
+            "--client-ca-file",
+            PKI / "ca.crt",
+            "--kubelet-client-certificate",
+            PKI / "apiserver-kubelet-client.crt",
+            "--kubelet-client-key",
+            PKI / "apiserver-kubelet-client.key",
+            "--kubelet-certificate-authority",
+            PKI / "ca.crt",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            PKI / "sa.pub",
+            "--service-account-signing-key-file",
+            PKI / "sa.key",
+            "--authorization-mode",
+            "Node,RBAC",
+            "--enable-admission-plugins",
+            "NodeRestriction",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--cert-dir",
+            STATE_DIR / "apiserver-certs",
+        ],
+    )
     write_kubeconfig(KUBECONFIG, "admin")
     for component in ("controller-manager", "scheduler", "kubelet-client", "kube-proxy"):
         write_kubeconfig(STATE_DIR / f"{component}.kubeconfig", component)
     wait_for("the API server to be ready", lambda: kubectl("get", "--raw", "/readyz") == "ok", 120)
-    start("kube-controller-manager", [
-        bins / "kube-controller-manager",
-        "--kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
-        "--authentication-kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
-        "--authorization-kubeconfig", STATE_DIR / "controller-manager.kubeconfig",
-        "--bind-address", "127.0.0.1", "--leader-elect=false",
-        "--service-account-private-key-file", PKI / "sa.key", "--root-ca-file", PKI / "ca.crt",
-        "--cluster-signing-cert-file", PKI / "ca.crt", "--cluster-signing-key-file", PKI / "ca.key",
-        "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
-    ])
-    start("kube-scheduler", [
-        bins / "kube-scheduler",
-        "--kubeconfig", STATE_DIR / "scheduler.kubeconfig",
-        "--authentication-kubeconfig", STATE_DIR / "scheduler.kubeconfig",
-        "--authorization-kubeconfig", STATE_DIR / "scheduler.kubeconfig",
-        "--bind-address", "127.0.0.1", "--leader-elect=false",
-    ])
+    start(
+        "kube-controller-manager",
+        [
+            bins / "kube-controller-manager",
+            "--kubeconfig",
+            STATE_DIR / "controller-manager.kubeconfig",
+            "--authentication-kubeconfig",
+            STATE_DIR / "controller-manager.kubeconfig",
+            "--authorization-kubeconfig",
+            STATE_DIR / "controller-manager.kubeconfig",
+            "--bind-address",
+            "127.0.0.1",
+            "--leader-elect=false",
+            "--service-account-private-key-file",
+            PKI / "sa.key",
+            "--root-ca-file",
+            PKI / "ca.crt",
+            "--cluster-signing-cert-file",
+            PKI / "ca.crt",
+            "--cluster-signing-key-file",
+            PKI / "ca.key",
+            "--use-service-account-credentials=true",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+        ],
+    )
+    start(
+        "kube-scheduler",
+        [
+            bins / "kube-scheduler",
+            "--kubeconfig",
+            STATE_DIR / "scheduler.kubeconfig",
+            "--authentication-kubeconfig",
+            STATE_DIR / "scheduler.kubeconfig",
+            "--authorization-kubeconfig",
+            STATE_DIR / "scheduler.kubeconfig",
+            "--bind-address",
+            "127.0.0.1",
+            "--leader-elect=false",
+        ],
+    )
     # the default ServiceAccount in "default" is made by the controller-manager: a sign it works
-    wait_for("the controller-manager", lambda: "default" in kubectl("get", "serviceaccount", "default",
-                                                                   "-o", "name"), 120)
+    wait_for(
+        "the controller-manager",
+        lambda: "default" in kubectl("get", "serviceaccount", "default", "-o", "name"),
+        120,
+    )
 
 
 def containerd_config() -> str:
     cni_dir = STATE_DIR / "cni"
     return f"""version = 2
-root = "{STATE_DIR / 'containerd'}"
-state = "{RUN_DIR / 'containerd'}"
+root = "{STATE_DIR / "containerd"}"
+state = "{RUN_DIR / "containerd"}"
 oom_score = 0
 [grpc]
   address = "{CONTAINERD_SOCK}"
@@ -355,55 +485,84 @@ oom_score = 0
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni_dir / 'net.d'}"
+    conf_dir = "{cni_dir / "net.d"}"
 """
 
 
 def cni_config() -> dict:  # type: ignore[type-arg]
     return {
-        "cniVersion": "1.0.0", "name": "kubeloop",
-        "plugins": [{
-            "type": "bridge", "bridge": BRIDGE, "isGateway": True, "hairpinMode": True,
-            "ipam": {"type": "host-local", "dataDir": str(STATE_DIR / "cni" / "ipam"),
-                     "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                     "routes": [{"dst": "0.0.0.0/0"}]},
-        }],
+        "cniVersion": "1.0.0",
+        "name": "kubeloop",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(STATE_DIR / "cni" / "ipam"),
+                    "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }
+        ],
     }
 
 
 def kubelet_config() -> dict:  # type: ignore[type-arg]
     return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "address": NODE_IP, "port": 10250, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(PKI / "ca.crt")}},
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": NODE_IP,
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(PKI / "ca.crt")},
+        },
         "authorization": {"mode": "Webhook"},
-        "tlsCertFile": str(PKI / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(PKI / "kubelet-serving.key"),
+        "tlsCertFile": str(PKI / "kubelet-serving.crt"),
+        "tlsPrivateKeyFile": str(PKI / "kubelet-serving.key"),
         "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCK}",
         "cgroupDriver": "cgroupfs",
         # these machines run cgroup v1: supported (deprecated) in 1.34, refused by default from 1.35
         "failCgroupV1": False,
         "failSwapOn": False,
-        "clusterDNS": [DNS_SERVICE_IP], "clusterDomain": "cluster.local", "resolvConf": "",
+        "clusterDNS": [DNS_SERVICE_IP],
+        "clusterDomain": "cluster.local",
+        "resolvConf": "",
         "podLogsDir": str(STATE_DIR / "pod-logs"),
         "serializeImagePulls": False,
         # a dev node on a shared disk: do not evict or garbage-collect images because the disk is full-ish
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                         "nodefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
-        "kubeReserved": {}, "systemReserved": {},
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 99,
+        "imageGCLowThresholdPercent": 98,
+        "kubeReserved": {},
+        "systemReserved": {},
         "maxPods": 110,
     }
 
 
 def kube_proxy_config() -> dict:  # type: ignore[type-arg]
     return {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(STATE_DIR / "kube-proxy.kubeconfig")},
-        "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE_NAME,
+        "mode": "iptables",
+        "clusterCIDR": POD_CIDR,
+        "hostnameOverride": NODE_NAME,
         "bindAddress": NODE_IP,
-        "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
+        "healthzBindAddress": "127.0.0.1:10256",
+        "metricsBindAddress": "127.0.0.1:10249",
         # root here may not raise nf_conntrack_max: leave the kernel's conntrack settings alone
         "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
     }
@@ -425,23 +584,56 @@ def start_node(bins: Path) -> None:
     import_image(bins, "pause", PAUSE_IMAGE)
     import_image(bins, "coredns", coredns_image())
     (STATE_DIR / "kubelet.json").write_text(json.dumps(kubelet_config(), indent=1))
-    start("kubelet", [
-        bins / "kubelet", "--config", STATE_DIR / "kubelet.json",
-        "--kubeconfig", STATE_DIR / "kubelet-client.kubeconfig",
-        "--hostname-override", NODE_NAME, "--node-ip", NODE_IP,
-        "--root-dir", STATE_DIR / "kubelet", "--cert-dir", STATE_DIR / "kubelet" / "pki",
-        # kubelet's own oom_score_adj: lowering it needs CAP_SYS_RESOURCE, which root lacks here
-        "--oom-score-adj", "0",
-    ])
+    start(
+        "kubelet",
+        [
+            bins / "kubelet",
+            "--config",
+            STATE_DIR / "kubelet.json",
+            "--kubeconfig",
+            STATE_DIR / "kubelet-client.kubeconfig",
+            "--hostname-override",
+            NODE_NAME,
+            "--node-ip",
+            NODE_IP,
+            "--root-dir",
+            STATE_DIR / "kubelet",
+            "--cert-dir",
+            STATE_DIR / "kubelet" / "pki",
+            # kubelet's own oom_score_adj: lowering it needs CAP_SYS_RESOURCE, which root lacks here
+            "--oom-score-adj",
+            "0",
+        ],
+    )
     (STATE_DIR / "kube-proxy.json").write_text(json.dumps(kube_proxy_config(), indent=1))
     start("kube-proxy", [bins / "kube-proxy", "--config", STATE_DIR / "kube-proxy.json"])
-    wait_for(f"node {NODE_NAME} to be Ready", lambda: kubectl(
-        "get", "node", NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True",
-        180)
+    wait_for(
+        f"node {NODE_NAME} to be Ready",
+        lambda: (
+            kubectl(
+                "get", "node", NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+            )
+            == "True"
+        ),
+        180,
+    )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=coredns_manifests())
-    wait_for("CoreDNS to be available", lambda: kubectl(
-        "-n", "kube-system", "get", "deployment", "coredns",
-        "-o", "jsonpath={.status.availableReplicas}") == "1", 180)
+    wait_for(
+        "CoreDNS to be available",
+        lambda: (
+            kubectl(
+                "-n",
+                "kube-system",
+                "get",
+                "deployment",
+                "coredns",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            )
+            == "1"
+        ),
+        180,
+    )
 
 
 def ctr(*args: str) -> str:
@@ -452,8 +644,12 @@ def import_image(bins: Path, kind: str, ref: str) -> None:
     """Build (once, cached) and import the pause or CoreDNS image, made from binaries built here."""
     if ref in ctr("images", "ls", "-q").split():
         return
-    tar = subprocess.run([sys.executable, str(HERE / "images.py"), kind, str(bins), ref],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    tar = subprocess.run(
+        [sys.executable, str(HERE / "images.py"), kind, str(bins), ref],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.strip()
     import_image_tar(Path(tar))
 
 
@@ -462,60 +658,127 @@ def import_image_tar(tar: Path) -> None:
 
 
 def coredns_manifests() -> str:
-    corefile = (".:1053 {\n    errors\n    health :8080\n    ready :8181\n"
-                "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n"
-                "       fallthrough in-addr.arpa ip6.arpa\n    }\n    cache 30\n    loop\n    reload\n}\n")
+    corefile = (
+        ".:1053 {\n    errors\n    health :8080\n    ready :8181\n"
+        "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n"
+        "       fallthrough in-addr.arpa ip6.arpa\n    }\n    cache 30\n    loop\n    reload\n}\n"
+    )
     labels = {"k8s-app": "kube-dns"}
     objects = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "system:coredns"},
-         "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-                    "verbs": ["list", "watch"]},
-                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                    "verbs": ["list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "system:coredns"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
-         "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"},
-         "data": {"Corefile": corefile}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels}, "spec": {
-                      "serviceAccountName": "coredns", "dnsPolicy": "Default",
-                      "priorityClassName": "system-cluster-critical",
-                      "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                                          "seccompProfile": {"type": "RuntimeDefault"}},
-                      "containers": [{
-                          "name": "coredns", "image": coredns_image(), "imagePullPolicy": "Never",
-                          "args": ["-conf", "/etc/coredns/Corefile"],
-                          "ports": [{"containerPort": 1053, "protocol": "UDP", "name": "dns"},
-                                    {"containerPort": 1053, "protocol": "TCP", "name": "dns-tcp"}],
-                          "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
-                                        "limits": {"memory": "128Mi"}},
-                          "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                              "capabilities": {"drop": ["ALL"]}},
-                          "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
-                          "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}},
-                          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                      }],
-                      "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                  }}}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-         "spec": {"clusterIP": DNS_SERVICE_IP, "selector": labels,
-                  "ports": [{"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
-                            {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "data": {"Corefile": corefile},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "coredns",
+                        "dnsPolicy": "Default",
+                        "priorityClassName": "system-cluster-critical",
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "coredns",
+                                "image": coredns_image(),
+                                "imagePullPolicy": "Never",
+                                "args": ["-conf", "/etc/coredns/Corefile"],
+                                "ports": [
+                                    {"containerPort": 1053, "protocol": "UDP", "name": "dns"},
+                                    {"containerPort": 1053, "protocol": "TCP", "name": "dns-tcp"},
+                                ],
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "32Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [
+                                    {"name": "config", "mountPath": "/etc/coredns", "readOnly": True}
+                                ],
+                                "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}},
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/ready", "port": 8181},
+                                    "periodSeconds": 2,
+                                },
+                            }
+                        ],
+                        "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+            "spec": {
+                "clusterIP": DNS_SERVICE_IP,
+                "selector": labels,
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"},
+                ],
+            },
+        },
     ]
     return "\n---\n".join(json.dumps(o) for o in objects)
 
 
 def kubectl(*args: str, input: str | None = None) -> str:
     bins = Path((RUN_DIR / "bin-dir").read_text())
-    return run(bins / "kubectl", "--kubeconfig", KUBECONFIG, *args, input=input, check=False,
-               quiet=True).strip()
+    return run(
+        bins / "kubectl", "--kubeconfig", KUBECONFIG, *args, input=input, check=False, quiet=True
+    ).strip()
 
 
 # ---------------------------------------------------------------- teardown
@@ -525,8 +788,11 @@ def mounts_under(*roots: Path) -> list[str]:
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
-        if any(point == str(r) or point.startswith(str(r) + "/") for r in roots) or \
-                point.startswith("/run/netns/cni-") or point.startswith("/var/run/netns/cni-"):
+        if (
+            any(point == str(r) or point.startswith(str(r) + "/") for r in roots)
+            or point.startswith("/run/netns/cni-")
+            or point.startswith("/var/run/netns/cni-")
+        ):
             points.append(point)
     return points
 
@@ -537,10 +803,8 @@ def remove_cgroups() -> None:
         top = controller / "kubepods"
         if top.is_dir():
             for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(dirpath)
-                except OSError:
-                    pass
 
 
 def down() -> None:
@@ -550,20 +814,19 @@ def down() -> None:
     shims = processes_using(str(CONTAINERD_SOCK.parent))
     stop("containerd")
     for pid in shims + processes_using(str(CONTAINERD_SOCK.parent)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for name in reversed(CONTROL_PLANE):
         stop(name)
     # container processes re-parented after their shim died: they live in our kubepods cgroups
-    for tasks in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") if Path(
-            "/sys/fs/cgroup/pids/kubepods").exists() else []:
+    for tasks in (
+        Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs")
+        if Path("/sys/fs/cgroup/pids/kubepods").exists()
+        else []
+    ):
         for pid in tasks.read_text().split():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
     time.sleep(0.5)
     for point in sorted(mounts_under(STATE_DIR, RUN_DIR), key=len, reverse=True):
         run("umount", "-l", point, check=False, quiet=True)
@@ -606,7 +869,7 @@ def up(control_plane_only: bool) -> None:
 def status() -> int:
     running = {name: pid_of(name) for name in CONTROL_PLANE + NODE}
     for name, pid in running.items():
-        print(f"{name:24} {'running (pid %d)' % pid if pid else 'stopped'}")
+        print(f"{name:24} {f'running (pid {pid})' if pid else 'stopped'}")
     print(f"kubeconfig               {KUBECONFIG if KUBECONFIG.exists() else '(none)'}")
     if running["kube-apiserver"]:
         print(kubectl("get", "nodes", "-o", "wide"))
@@ -614,14 +877,17 @@ def status() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start the cluster (idempotent)")
     up_parser.add_argument("--control-plane-only", action="store_true", help="API server without a node")
     sub.add_parser("down", help="stop the cluster and remove everything it made")
     sub.add_parser("status", help="show what is running")
     sub.add_parser("import", help="import image tarballs into the node's containerd").add_argument(
-        "tarballs", nargs="+", type=Path)
+        "tarballs", nargs="+", type=Path
+    )
     args = parser.parse_args()
     if args.command == "up":
         up(args.control_plane_only)

@@ -1,16 +1,30 @@
-"""Host facts the local cluster can change: read before `up` and after `down` to prove nothing is left."""
+"""Host facts the local cluster can change (read before up and after down) and the run's cluster state."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
+LOCALCLUSTER = [sys.executable, str(REPO / "cluster" / "localcluster.py")]
+DEFAULT_KUBECONFIG = REPO / ".kube" / "config"
 STATE_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_STATE", "/var/lib/kubeloop-cluster"))
 RUN_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_RUN", "/run/kubeloop-cluster"))
-CLUSTER_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-                    "kube-proxy", "containerd", "containerd-shim", "coredns", "pause")
+CLUSTER_PROGRAMS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "containerd-shim",
+    "coredns",
+    "pause",
+)
 
 
 def _cmd(*args: str) -> str:
@@ -37,13 +51,37 @@ def facts() -> dict[str, Any]:
     iptables = _cmd("iptables-save") + _cmd("ip6tables-save")
     return {
         "processes": cluster_processes(),
-        "mounts": sorted(m for m in mounts if m.startswith((str(STATE_DIR), str(RUN_DIR), "/run/netns/cni-",
-                                                            "/var/run/netns/cni-"))),
-        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in _cmd("ip", "-o", "link").splitlines()
-                        if "kubeloop0" in line or "veth" in line),
-        "iptables_chains": sorted({word for line in iptables.splitlines() for word in line.split()
-                                   if word.startswith(("KUBE-", "CNI-"))}),
+        "mounts": sorted(
+            m
+            for m in mounts
+            if m.startswith((str(STATE_DIR), str(RUN_DIR), "/run/netns/cni-", "/var/run/netns/cni-"))
+        ),
+        "links": sorted(
+            line.split(":")[1].strip().split("@")[0]
+            for line in _cmd("ip", "-o", "link").splitlines()
+            if "kubeloop0" in line or "veth" in line
+        ),
+        "iptables_chains": sorted(
+            {
+                word
+                for line in iptables.splitlines()
+                for word in line.split()
+                if word.startswith(("KUBE-", "CNI-"))
+            }
+        ),
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")),
         "state_dirs": sorted(str(p) for p in (STATE_DIR, RUN_DIR) if p.exists()),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
     }
+
+
+class ClusterState:
+    """What this test run knows about the cluster it uses (shared by conftest and the teardown test)."""
+
+    def __init__(self) -> None:
+        self.kubeconfig = Path(os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG)
+        self.started_by_tests = False
+        self.before: dict[str, Any] | None = None  # host facts before this run started the cluster
+
+
+STATE = ClusterState()

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,24 +23,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-LOCALCLUSTER = [sys.executable, str(REPO / "cluster" / "localcluster.py")]
-DEFAULT_KUBECONFIG = REPO / ".kube" / "config"
+from cluster_facts import DEFAULT_KUBECONFIG, LOCALCLUSTER, REPO, STATE, facts
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-class ClusterState:
-    """What this test run knows about the cluster it uses."""
-
-    def __init__(self) -> None:
-        self.kubeconfig = Path(os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG)
-        self.started_by_tests = False
-        self.has_node = False
-        self.before: dict[str, Any] | None = None  # host facts before this run started the cluster
-
-
-STATE = ClusterState()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,8 +53,13 @@ def kubectl_binary() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    bin_dir = subprocess.run([str(REPO / "cluster" / "build-binaries.sh")], check=True,
-                             stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    bin_dir = (
+        subprocess.run(
+            [str(REPO / "cluster" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return str(Path(bin_dir) / "kubectl")
 
 
@@ -81,14 +70,28 @@ def binary(name: str) -> str:
 def cluster_answers(kubeconfig: Path) -> bool:
     if not kubeconfig.exists():
         return False
-    res = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "--raw", "/readyz",
-                          "--request-timeout=5s"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            kubectl_binary(),
+            "--kubeconfig",
+            str(kubeconfig),
+            "get",
+            "--raw",
+            "/readyz",
+            "--request-timeout=5s",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return res.returncode == 0 and res.stdout.strip() == "ok"
 
 
 def node_ready(kubeconfig: Path) -> bool:
-    res = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "json"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "json"],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         return False
     for node in json.loads(res.stdout)["items"]:
@@ -98,19 +101,14 @@ def node_ready(kubeconfig: Path) -> bool:
     return False
 
 
-def host_facts() -> dict[str, Any]:
-    """What the local cluster may change on the host, to compare before `up` and after `down`."""
-    from cluster_facts import facts  # tests/cluster_facts.py
-
-    return facts()
-
-
 def start_local_cluster(control_plane_only: bool) -> None:
     if STATE.kubeconfig != DEFAULT_KUBECONFIG:
-        pytest.fail(f"KUBECONFIG={STATE.kubeconfig} does not answer; start that cluster, or unset KUBECONFIG "
-                    "to let the tests start the local one")
+        pytest.fail(
+            f"KUBECONFIG={STATE.kubeconfig} does not answer; start that cluster, or unset KUBECONFIG "
+            "to let the tests start the local one"
+        )
     if STATE.before is None and not cluster_answers(STATE.kubeconfig):
-        STATE.before = host_facts()
+        STATE.before = facts()
         STATE.started_by_tests = True
     args = ["up", "--control-plane-only"] if control_plane_only else ["up"]
     subprocess.run([*LOCALCLUSTER, *args], check=True)
@@ -124,8 +122,16 @@ def kubeconfig() -> Path:
     crds = REPO / "crds"
     if crds.is_dir() and any(crds.glob("*.yaml")):
         run_kubectl(STATE.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        run_kubectl(STATE.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd",
-                    "-l", "app.kubernetes.io/part-of=kubeloop", check=False)
+        run_kubectl(
+            STATE.kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=kubeloop",
+            check=False,
+        )
     return STATE.kubeconfig
 
 
@@ -134,14 +140,19 @@ def node(kubeconfig: Path) -> Path:
     """The cluster also runs containers: a Ready node (the local one is added if missing)."""
     if not node_ready(kubeconfig):
         start_local_cluster(control_plane_only=False)
-    STATE.has_node = True
     return kubeconfig
 
 
-def run_kubectl(kubeconfig: Path, *args: str, input: str | None = None,
-                check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), *args], input=input,
-                         capture_output=True, text=True, timeout=timeout)
+def run_kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}):\n{res.stderr}")
     return res
@@ -151,8 +162,9 @@ def run_kubectl(kubeconfig: Path, *args: str, input: str | None = None,
 def kubectl(kubeconfig: Path) -> Kubectl:
     """kubectl(*args, input=None, check=True) -> CompletedProcess, the real kubectl on the test cluster."""
 
-    def _kubectl(*args: str, input: str | None = None, check: bool = True,
-                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def _kubectl(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         return run_kubectl(kubeconfig, *args, input=input, check=check, timeout=timeout)
 
     return _kubectl
@@ -160,7 +172,7 @@ def kubectl(kubeconfig: Path) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def k8s_client(kubeconfig: Path) -> Any:
-    from kubernetes import client, config
+    from kubernetes import config
 
     return config.new_client_from_config(config_file=str(kubeconfig))
 
@@ -180,8 +192,12 @@ def helm(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """helm(*args, check=True) -> CompletedProcess, the real Helm on the test cluster."""
 
     def _helm(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([binary("helm"), "--kubeconfig", str(kubeconfig), *args],
-                             capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(
+            [binary("helm"), "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({res.returncode}):\n{res.stderr}")
         return res
@@ -198,7 +214,12 @@ def images(node: Path) -> dict[str, str]:
     if os.environ.get("KUBELOOP_IMAGES"):
         given: dict[str, str] = json.loads(os.environ["KUBELOOP_IMAGES"])
         return given
-    res = subprocess.run([str(REPO / "cluster" / "build-images.sh"), "--import"], check=True,
-                         stdout=subprocess.PIPE, text=True, env={**os.environ, "KUBECONFIG": str(node)})
+    res = subprocess.run(
+        [str(REPO / "cluster" / "build-images.sh"), "--import"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(node)},
+    )
     refs: dict[str, str] = json.loads(res.stdout.strip().splitlines()[-1])
     return refs

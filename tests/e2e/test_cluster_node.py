@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 
-from conftest import Kubectl
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _apply(kubectl: Kubectl, *objects: dict) -> None:  # type: ignore[type-arg]
@@ -13,50 +15,97 @@ def _apply(kubectl: Kubectl, *objects: dict) -> None:  # type: ignore[type-arg]
 
 def _pod_spec(image: str, command: list[str]) -> dict:  # type: ignore[type-arg]
     return {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "main", "image": image, "imagePullPolicy": "Never", "command": command,
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}},
-            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
-        }],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "main",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": command,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
+            }
+        ],
     }
 
 
 def test_a_locally_built_image_serves_a_service_reached_by_dns_name_from_a_job(
-        kubectl: Kubectl, namespace: str, images: dict[str, str]) -> None:
+    kubectl: Kubectl, namespace: str, images: dict[str, str]
+) -> None:
     image = images["trainer"]
     labels = {"app": "web"}
     web_spec = _pod_spec(image, ["python3", "-m", "http.server", "8080", "--directory", "/opt/kubeloop"])
     web_spec["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}
-    _apply(kubectl,
-           {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": web_spec}}},
-           {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
-            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
+    _apply(
+        kubectl,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": web_spec},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=180s")
 
-    fetch = ("import urllib.request; "
-             f"body = urllib.request.urlopen('http://web.{namespace}.svc.cluster.local/', timeout=10).read(); "
-             "print('fetched', len(body), 'bytes; bin listed:', b'bin/' in body)")
+    fetch = (
+        "import urllib.request; "
+        f"body = urllib.request.urlopen('http://web.{namespace}.svc.cluster.local/', timeout=10).read(); "
+        "print('fetched', len(body), 'bytes; bin listed:', b'bin/' in body)"
+    )
     job_spec = _pod_spec(image, ["python3", "-c", fetch])
     job_spec["restartPolicy"] = "Never"
-    _apply(kubectl, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "client", "namespace": namespace},
-                     "spec": {"backoffLimit": 0, "template": {"spec": job_spec}}})
+    _apply(
+        kubectl,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "client", "namespace": namespace},
+            "spec": {"backoffLimit": 0, "template": {"spec": job_spec}},
+        },
+    )
     kubectl("wait", "--for=condition=Complete", "job/client", "-n", namespace, "--timeout=180s")
     logs = kubectl("logs", "job/client", "-n", namespace).stdout
     assert "bin listed: True" in logs, logs
 
 
-def test_deleting_a_deployment_garbage_collects_its_pods(kubectl: Kubectl, namespace: str,
-                                                         images: dict[str, str]) -> None:
+def test_deleting_a_deployment_garbage_collects_its_pods(
+    kubectl: Kubectl, namespace: str, images: dict[str, str]
+) -> None:
     labels = {"app": "sleeper"}
-    _apply(kubectl, {"apiVersion": "apps/v1", "kind": "Deployment",
-                     "metadata": {"name": "sleeper", "namespace": namespace},
-                     "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                              "template": {"metadata": {"labels": labels},
-                                           "spec": _pod_spec(images["trainer"], ["sleep", "3600"])}}})
+    _apply(
+        kubectl,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "sleeper", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": _pod_spec(images["trainer"], ["sleep", "3600"]),
+                },
+            },
+        },
+    )
     kubectl("rollout", "status", "deployment/sleeper", "-n", namespace, "--timeout=180s")
     kubectl("delete", "deployment", "sleeper", "-n", namespace, "--cascade=background")
     kubectl("wait", "--for=delete", "pod", "-l", "app=sleeper", "-n", namespace, "--timeout=120s")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from cluster_facts import facts
-from conftest import LOCALCLUSTER, STATE
+
+from cluster_facts import LOCALCLUSTER, STATE, facts
 
 
 def test_down_leaves_nothing_behind() -> None:

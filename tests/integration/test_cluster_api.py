@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from collections.abc import Callable
 
-from conftest import Kubectl
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -34,8 +36,12 @@ spec:
 def test_api_server_rejects_an_object_that_breaks_a_crd_schema(kubectl: Kubectl, namespace: str) -> None:
     kubectl("apply", "-f", "-", input=WIDGET_CRD)
     kubectl("wait", "--for=condition=Established", "crd/widgets.clustertest.kubeloop.io", "--timeout=60s")
-    bad = {"apiVersion": "clustertest.kubeloop.io/v1", "kind": "Widget",
-           "metadata": {"name": "too-big", "namespace": namespace}, "spec": {"size": 99}}
+    bad = {
+        "apiVersion": "clustertest.kubeloop.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": "too-big", "namespace": namespace},
+        "spec": {"size": 99},
+    }
     res = kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
     assert res.returncode != 0
     assert "spec.size" in res.stderr and "should be less than or equal to 10" in res.stderr
@@ -47,21 +53,35 @@ def test_api_server_rejects_an_object_that_breaks_a_crd_schema(kubectl: Kubectl,
 def test_rbac_is_enforced_for_a_service_account(kubectl: Kubectl, namespace: str) -> None:
     kubectl("create", "serviceaccount", "reader", "-n", namespace)
     who = f"system:serviceaccount:{namespace}:reader"
-    assert kubectl("auth", "can-i", "list", "pods", "-n", namespace, "--as", who,
-                   check=False).stdout.strip() == "no"
+    assert (
+        kubectl("auth", "can-i", "list", "pods", "-n", namespace, "--as", who, check=False).stdout.strip()
+        == "no"
+    )
     kubectl("create", "role", "pod-reader", "--verb=list", "--resource=pods", "-n", namespace)
-    kubectl("create", "rolebinding", "r", "--role=pod-reader", f"--serviceaccount={namespace}:reader",
-            "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        "r",
+        "--role=pod-reader",
+        f"--serviceaccount={namespace}:reader",
+        "-n",
+        namespace,
+    )
     assert kubectl("auth", "can-i", "list", "pods", "-n", namespace, "--as", who).stdout.strip() == "yes"
 
 
 def test_deleting_an_owner_garbage_collects_its_children(kubectl: Kubectl, namespace: str) -> None:
     kubectl("create", "configmap", "owner", "-n", namespace)
     uid = kubectl("get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
-    child = {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": "child", "namespace": namespace,
-                          "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-                                               "uid": uid}]}}
+    child = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "child",
+            "namespace": namespace,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}],
+        },
+    }
     kubectl("apply", "-f", "-", input=json.dumps(child))
     kubectl("delete", "configmap", "owner", "-n", namespace)
     deadline = time.monotonic() + 60
