@@ -9,8 +9,8 @@ export KUBECONFIG ?= $(CURDIR)/.kube/config
 
 ##@ Getting started (the README's two commands)
 .PHONY: demo test
-demo: venv cluster-up images install samples ## Run the whole loop: local cluster, images, operator installed by Helm, samples applied
-	@$(CLUSTER) status
+demo: cluster-up ## Run the whole loop: local cluster, images, operator installed by Helm, samples applied, a prediction
+	$(PYTHON) cluster/demo.py
 
 test: venv host-deps ## Run every test: unit, then integration and e2e against the local cluster (set up by itself)
 	$(VENV)/bin/pytest -ra

@@ -855,6 +855,9 @@ def up(control_plane_only: bool) -> None:
     bins = binaries()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    # the node-local artifact store (file:// store URI): written by pods running as uid 65532
+    (STATE_DIR / "store").mkdir(exist_ok=True)
+    os.chown(STATE_DIR / "store", 65532, 65532)
     (RUN_DIR / "bin-dir").write_text(str(bins))
     set_sysctls()
     ensure_bridge()
