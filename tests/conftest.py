@@ -108,6 +108,8 @@ def start_local_cluster(control_plane_only: bool) -> None:
             "to let the tests start the local one"
         )
     if STATE.before is None and not cluster_answers(STATE.kubeconfig):
+        # whatever a cluster that died (a killed session, a reboot) left behind goes first
+        subprocess.run([*LOCALCLUSTER, "down"], check=True)
         STATE.before = facts()
         STATE.started_by_tests = True
     args = ["up", "--control-plane-only"] if control_plane_only else ["up"]
