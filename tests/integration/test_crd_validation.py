@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,24 @@ INVALID = [
         merged(TRAINING, search=merged(SEARCH, parameters=[{"name": "C", "min": 0.1, "max": 10}])),
         ["spec.search", "grid search needs values"],
     ),
+    (
+        "TrainingJob",
+        merged(
+            TRAINING,
+            search=merged(SEARCH, strategy="random", parameters=[{"name": "C", "values": [1], "min": 1, "max": 2}]),
+        ),
+        ["spec.search.parameters[0]", "one and only one"],
+    ),
+    (
+        "TrainingJob",
+        merged(TRAINING, search=merged(SEARCH, strategy="random", parameters=[{"name": "C"}])),
+        ["spec.search.parameters[0].values", "Required"],
+    ),
+    (
+        "TrainingJob",
+        merged(TRAINING, search=merged(SEARCH, strategy="random", parameters=[{"name": "C", "min": 1}])),
+        ["spec.search.parameters[0]"],
+    ),
     ("TrainingJob", merged(TRAINING, search=merged(SEARCH, maxTrials=0)), ["spec.search.maxTrials"]),
     ("TrainingJob", merged(TRAINING, backoffLimit=50), ["spec.backoffLimit"]),
     ("TrainingJob", merged(TRAINING, gate={"minimums": {"Accuracy!": 0.9}}), ["spec.gate.minimums"]),
@@ -113,7 +132,8 @@ INVALID = [
 
 
 def manifest(kind: str, spec: dict[str, Any], name: str = "sample") -> str:
-    return yaml.safe_dump(
+    # JSON, not YAML: kubectl reads YAML 1.1, where a bare `y` or `no` is a boolean, not a column name.
+    return json.dumps(
         {"apiVersion": "kubeloop.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
     )
 

@@ -153,8 +153,15 @@ class Kind:
         return self.kind.lower()
 
 
-def cel(*rules: tuple[str, str]) -> ConfigDict:
-    """Model config carrying CEL validation rules, each a (rule, message) pair, checked by the API server."""
-    return ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
-    )
+def cel(*rules: tuple[str, str], one_of_required: tuple[tuple[str, ...], ...] = ()) -> ConfigDict:
+    """Model config carrying CEL validation rules, each a (rule, message) pair, checked by the API server.
+
+    CEL cannot see a field whose schema has no type (a free-form value such as a list of arbitrary JSON
+    values): the API server leaves such a field out of the CEL type, so `has(self.field)` does not compile.
+    Presence rules on such fields go into `one_of_required` instead: an OpenAPI `oneOf` of `required` lists
+    (exactly one of the groups must be present), which a structural schema allows and the server checks.
+    """
+    extra: dict[str, Any] = {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    if one_of_required:
+        extra["oneOf"] = [{"required": list(group)} for group in one_of_required]
+    return ConfigDict(json_schema_extra=extra)

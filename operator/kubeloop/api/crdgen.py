@@ -24,7 +24,7 @@ _KEPT = {
     "maxLength", "minItems", "maxItems", "minProperties", "maxProperties", "required", "properties",
     "items", "additionalProperties", "x-kubernetes-validations", "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
-    "exclusiveMinimum", "exclusiveMaximum",
+    "exclusiveMinimum", "exclusiveMaximum", "oneOf",
 }  # fmt: skip
 
 
@@ -64,6 +64,10 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
             node[bound.replace("exclusiveM", "m")] = node[bound]
             node[bound] = True
+    if "patternProperties" in node:
+        # dict[ConstrainedKey, V]: a structural schema has no patternProperties; the values become
+        # additionalProperties and the key constraints a CEL rule over the map's keys.
+        node = _keyed_map(node)
     if "properties" in node:
         node["properties"] = {k: _structural(v) for k, v in node["properties"].items()}
     if isinstance(node.get("items"), dict):
@@ -75,6 +79,27 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
     if node.get("x-kubernetes-preserve-unknown-fields") and node.get("type") == "object":
         node.pop("additionalProperties", None)
     return {k: v for k, v in node.items() if k in _KEPT}
+
+
+def _keyed_map(node: dict[str, Any]) -> dict[str, Any]:
+    patterns = node.pop("patternProperties")
+    if len(patterns) != 1:
+        raise ValueError(f"cannot express several key patterns in a structural schema: {list(patterns)}")
+    ((pattern, value),) = patterns.items()
+    names = node.pop("propertyNames", {})
+    checks = [f"k.matches('{pattern}')"]
+    bounds = []
+    if "minLength" in names:
+        checks.append(f"size(k) >= {names['minLength']}")
+        bounds.append(f"at least {names['minLength']}")
+    if "maxLength" in names:
+        checks.append(f"size(k) <= {names['maxLength']}")
+        bounds.append(f"at most {names['maxLength']}")
+    message = f"every key must match {pattern}" + (f" and be {' and '.join(bounds)} characters" if bounds else "")
+    rule = {"rule": f"self.all(k, {' && '.join(checks)})", "message": message}
+    node["additionalProperties"] = value
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
+    return node
 
 
 def openapi_schema(model: type[KubeloopModel]) -> dict[str, Any]:

@@ -60,14 +60,16 @@ class Split(KubeloopModel):
 class SearchParameter(KubeloopModel):
     """One searched hyperparameter: a list of values, or a range (random search only)."""
 
+    # `values` holds arbitrary JSON, so it has no schema type and CEL cannot see it: "values or a range,
+    # never both" is an OpenAPI oneOf of required fields; the rules below only read the typed fields.
     model_config = cel(
-        ("has(self.values) != (has(self.min) || has(self.max))", "set either values or min and max"),
         ("has(self.min) == has(self.max)", "min and max must be set together"),
         ("!has(self.min) || self.min <= self.max", "min must not be greater than max"),
         (
             "!has(self.log) || !self.log || (has(self.min) && self.min > 0.0)",
             "log needs a range with min > 0",
         ),
+        one_of_required=(("values",), ("min", "max")),
     )
 
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -109,7 +111,7 @@ class Search(KubeloopModel):
     model_config = cel(
         ("self.parallelism <= self.maxTrials", "parallelism must not exceed maxTrials"),
         (
-            "self.strategy == 'random' || self.parameters.all(p, has(p.values))",
+            "self.strategy == 'random' || self.parameters.all(p, !has(p.min))",
             "grid search needs values for every parameter; ranges (min, max) need strategy random",
         ),
     )
