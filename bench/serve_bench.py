@@ -40,11 +40,20 @@ COMPETITORS = {
     "kserve": ["kserve"],
 }
 MODELS = {"rf": "random_forest", "lr": "logistic_regression"}
-TARGETS = {"rps32": 20_000, "p50_1_ms": 0.1, "p99_1_ms": 0.3, "rss_mib": 150, "vs_kserve": 8, "vs_mlserver": 10}
+TARGETS = {
+    "rps32": 20_000,
+    "p50_1_ms": 0.1,
+    "p99_1_ms": 0.3,
+    "rss_mib": 150,
+    "vs_kserve": 8,
+    "vs_mlserver": 10,
+}
 
 KSERVE_SERVER = '''
 """KServe's ModelServer with a scikit-learn model, as kserve's sklearnserver serves it (predict)."""
 import sys
+import uuid
+
 import joblib
 import kserve
 import numpy as np
@@ -62,7 +71,9 @@ class SKLearnModel(kserve.Model):
         y = self.model.predict(x)
         out = InferOutput(name="predict", shape=list(y.shape), datatype="INT64")
         out.set_data_from_numpy(y.astype(np.int64), binary_data=False)
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+        # KServe's V2 endpoint insists on a response id; it generates one when the request has none.
+        response_id = payload.id or uuid.uuid4().hex
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=response_id)
 
 
 if __name__ == "__main__":
@@ -70,6 +81,37 @@ if __name__ == "__main__":
     kserve.ModelServer(http_port=port, grpc_port=port + 1, enable_grpc=False, workers=1).start(
         [SKLearnModel(name, path)])
 '''
+
+
+# The same stack (uvloop + httptools) answering a fixed body: what wrk, loopback TCP and the event loop
+# cost before any inference work. The gap between it and Kubeloop is the server's own work.
+FLOOR_SERVER = """
+import asyncio, sys
+import httptools, uvloop
+
+BODY = b'{"model_name":"floor","outputs":[]}'
+HEAD = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n"
+ANSWER = HEAD % len(BODY) + BODY
+
+
+class Fixed(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_complete(self):
+        self.transport.write(ANSWER)
+
+
+async def main(port):
+    server = await asyncio.get_running_loop().create_server(Fixed, "127.0.0.1", port)
+    await server.serve_forever()
+
+uvloop.run(main(int(sys.argv[1])))
+"""
 
 
 @dataclass
@@ -106,9 +148,15 @@ def build_models() -> dict[str, Path]:
         if not (d / "model.joblib").exists():
             estimator = build_model_dir(d, kind, name=short)
             joblib.dump(estimator, d / "model.joblib")
-            (d / "model-settings.json").write_text(json.dumps({
-                "name": short, "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib"}}))
+            (d / "model-settings.json").write_text(
+                json.dumps(
+                    {
+                        "name": short,
+                        "implementation": "mlserver_sklearn.SKLearnModel",
+                        "parameters": {"uri": "./model.joblib"},
+                    }
+                )
+            )
         dirs[short] = d
     return dirs
 
@@ -122,8 +170,17 @@ def ensure_venv(name: str) -> Path:
     if not marker.exists():
         print(f"# creating {venv} (once; a few minutes)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *COMPETITORS[name],
-                        f"scikit-learn=={sklearn.__version__}", "joblib"], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "-q",
+                *COMPETITORS[name],
+                f"scikit-learn=={sklearn.__version__}",
+                "joblib",
+            ],
+            check=True,
+        )
         marker.touch()
     return venv
 
@@ -147,22 +204,43 @@ class Server:
             cmd = [sys.executable, "-m", "kubeloop.runtime", *serve]
             if profile is not None:
                 statement = f"main({serve[1:]!r})"
-                code = ("import cProfile; from kubeloop.runtime.serve.cli import main; "
-                        f"cProfile.run({statement!r}, {str(profile)!r})")
+                code = (
+                    "import cProfile; from kubeloop.runtime.serve.cli import main; "
+                    f"cProfile.run({statement!r}, {str(profile)!r})"
+                )
                 cmd = [sys.executable, "-c", code]
+        elif kind == "floor":
+            script = WORK / "floor_server.py"
+            script.write_text(FLOOR_SERVER)
+            cmd = [sys.executable, str(script), str(self.port)]
         elif kind == "mlserver":
             venv = ensure_venv("mlserver")
-            (model_dir / "settings.json").write_text(json.dumps({
-                "http_port": self.port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}))
+            (model_dir / "settings.json").write_text(
+                json.dumps(
+                    {
+                        "http_port": self.port,
+                        "grpc_port": free_port(),
+                        "metrics_port": free_port(),
+                        "host": "127.0.0.1",
+                    }
+                )
+            )
             cmd = [str(venv / "bin" / "mlserver"), "start", str(model_dir)]
         else:
             venv = ensure_venv("kserve")
             script = WORK / "kserve_server.py"
             script.write_text(KSERVE_SERVER)
-            cmd = [str(venv / "bin" / "python"), str(script), model, str(model_dir / "model.joblib"), str(self.port)]
+            cmd = [
+                str(venv / "bin" / "python"),
+                str(script),
+                model,
+                str(model_dir / "model.joblib"),
+                str(self.port),
+            ]
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=model_dir,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=model_dir, start_new_session=True
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready()
 
@@ -171,10 +249,10 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; see {self.log.name}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/v2/models/{self.model}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
+            ready = f"{self.url}/v2/models/{self.model}/ready"
+            with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as r:
+                if r.status == 200:
+                    return
             time.sleep(0.3)
         raise RuntimeError(f"{self.kind} not ready after {timeout}s; see {self.log.name}")
 
@@ -225,15 +303,26 @@ def lua_script(model: str, server: str) -> Path:
     name = "X" if server == "kubeloop" else "input-0"  # competitors take any input name
     body = json.dumps({"inputs": [{"name": name, "shape": [1, 20], "datatype": "FP32", "data": row}]})
     path = WORK / f"{server}-{model}.lua"
-    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n')
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
     return path
 
 
 def run_wrk(wrk: str, server: Server, connections: int, seconds: float) -> dict[str, float]:
     script = lua_script(server.model, server.kind)
     url = f"{server.url}/v2/models/{server.model}/infer"
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url]
+    cmd = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def latency(pct: str) -> float:
@@ -247,8 +336,13 @@ def run_wrk(wrk: str, server: Server, connections: int, seconds: float) -> dict[
     if sock:
         errors += sum(int(g) for g in sock.groups())
     total = re.search(r"(\d+) requests in", out)
-    return {"rps": float(rps[1]) if rps else 0.0, "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "errors": errors, "requests": float(total[1]) if total else 0.0}
+    return {
+        "rps": float(rps[1]) if rps else 0.0,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": errors,
+        "requests": float(total[1]) if total else 0.0,
+    }
 
 
 def measure(wrk: str, server: Server, connections: int, seconds: float) -> Point:
@@ -256,8 +350,17 @@ def measure(wrk: str, server: Server, connections: int, seconds: float) -> Point
     cpu0 = server.cpu_seconds()
     r = run_wrk(wrk, server, connections, seconds)
     cpu = server.cpu_seconds() - cpu0
-    return Point(server.model, server.kind, connections, r["rps"], r["p50_ms"], r["p99_ms"], int(r["errors"]),
-                 server.rss_mib(), cpu / max(r["requests"], 1) * 1e6)
+    return Point(
+        server.model,
+        server.kind,
+        connections,
+        r["rps"],
+        r["p50_ms"],
+        r["p99_ms"],
+        int(r["errors"]),
+        server.rss_mib(),
+        cpu / max(r["requests"], 1) * 1e6,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- breakdown
@@ -287,8 +390,10 @@ def breakdown(model_dir: Path) -> dict[str, float]:
     x = np.asarray([row], dtype=np.float32)
     feed = {model.input_name: x}
     pred = model.predict(x)
-    request = (b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
     class Sink:
         def on_url(self, url: bytes) -> None: ...
@@ -298,14 +403,20 @@ def breakdown(model_dir: Path) -> dict[str, float]:
 
     parser = httptools.HttpRequestParser(Sink())
     batch32 = np.repeat(x, 32, axis=0)
+
+    def record() -> None:
+        metrics.request("v2", 200, 1e-4)
+        metrics.batch(x, pred)
+
     return {
         "ort_floor_1row_us": micro(lambda: model.session.run(None, feed)),
-        "ort_32rows_per_row_us": micro(lambda: model.session.run(None, {model.input_name: batch32}), 500) / 32,
+        "ort_32rows_per_row_us": micro(lambda: model.session.run(None, {model.input_name: batch32}), 500)
+        / 32,
         "http_parse_us": micro(lambda: parser.feed_data(request)),
         "decode_v2_us": micro(lambda: codec.decode_v2(body)),
         "predict_us": micro(lambda: model.predict(x)),
         "encode_v2_us": micro(lambda: codec.encode_v2(pred, None)),
-        "metrics_us": micro(lambda: (metrics.request("v2", 200, 1e-4), metrics.batch(x, pred))),
+        "metrics_us": micro(record),
     }
 
 
@@ -321,9 +432,9 @@ def profile_server(wrk: str, model_dir: Path, seconds: float) -> list[str]:
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]  # type: ignore[attr-defined]
     lines = []
-    for (file, line, func), (_, calls, tottime, _, _) in rows:
-        where = f"{Path(file).name}:{line}({func})" if file != "~" else func
-        lines.append(f"  {100 * tottime / total:5.1f}%  {calls:>9}  {where}")
+    for (path, lineno, func), (_, calls, own, _, _) in rows:
+        where = f"{Path(path).name}:{lineno}({func})" if path != "~" else str(func)
+        lines.append(f"  {100 * own / total:5.1f}%  {calls:>9}  {where}")
     return lines
 
 
@@ -332,16 +443,20 @@ def profile_server(wrk: str, model_dir: Path, seconds: float) -> list[str]:
 
 def report(points: list[Point], parts: dict[str, dict[str, float]], profile: list[str]) -> None:
     print("\n== Throughput and latency (wrk closed loop, 1-row V2 requests)")
-    print(f"{'model':5} {'server':9} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-          f"{'RSS MiB':>8} {'CPU us/req':>10}")
+    print(
+        f"{'model':5} {'server':9} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'RSS MiB':>8} {'CPU us/req':>10}"
+    )
     for p in points:
-        print(f"{p.model:5} {p.server:9} {p.connections:>5} {p.rps:>10.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} "
-              f"{p.errors:>6} {p.rss_mib:>8.0f} {p.cpu_us_per_request:>10.1f}")
+        print(
+            f"{p.model:5} {p.server:9} {p.connections:>5} {p.rps:>10.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} "
+            f"{p.errors:>6} {p.rss_mib:>8.0f} {p.cpu_us_per_request:>10.1f}"
+        )
     by = {(p.model, p.server, p.connections): p for p in points}
     print("\n== Ratios (Kubeloop req/s / competitor req/s, same run, same machine)")
     for (model, server, conns), p in sorted(by.items()):
         ours = by.get((model, "kubeloop", conns))
-        if server != "kubeloop" and ours and p.rps:
+        if server not in ("kubeloop", "floor") and ours and p.rps:
             want = TARGETS.get(f"vs_{server}")
             target = f"  (target >= {want}x on rf @32)" if model == "rf" and conns == 32 else ""
             print(f"  {model} @{conns:<3} kubeloop / {server:8} = {ours.rps / p.rps:7.1f}x{target}")
@@ -353,25 +468,40 @@ def report(points: list[Point], parts: dict[str, dict[str, float]], profile: lis
         many = by.get((model, "kubeloop", 32))
         floor = part["ort_floor_1row_us"]
         if one:
-            print(f"  -> at 1 connection p50 is {one.p50_ms * 1000:.0f} us = {one.p50_ms * 1000 / floor:.1f}x the "
-                  f"ORT floor; server CPU {one.cpu_us_per_request:.1f} us/request (the rest is wrk and the "
-                  f"loopback round trip)")
+            print(
+                f"  -> at 1 connection p50 is {one.p50_ms * 1000:.0f} us "
+                f"= {one.p50_ms * 1000 / floor:.1f}x the "
+                f"ORT floor; server CPU {one.cpu_us_per_request:.1f} us/request (the rest is wrk and the "
+                f"loopback round trip)"
+            )
         if many:
-            print(f"  -> at 32 connections: {1e6 / many.rps:.1f} us/request wall, server CPU "
-                  f"{many.cpu_us_per_request:.1f} us/request, ORT per row in a 32-row batch "
-                  f"{part['ort_32rows_per_row_us']:.1f} us")
+            print(
+                f"  -> at 32 connections: {1e6 / many.rps:.1f} us/request wall, server CPU "
+                f"{many.cpu_us_per_request:.1f} us/request, ORT per row in a 32-row batch "
+                f"{part['ort_32rows_per_row_us']:.1f} us"
+            )
     if profile:
         print("\n== cProfile of the Kubeloop server, rf @32 connections (own time, top functions)")
         print(*profile, sep="\n")
     rf1, rf32 = by.get(("rf", "kubeloop", 1)), by.get(("rf", "kubeloop", 32))
     if rf1 and rf32:
         print("\n== Targets (issue 5)")
-        checks = [(f"rf @32 req/s >= {TARGETS['rps32']}", rf32.rps >= TARGETS["rps32"], f"{rf32.rps:.0f}"),
-                  (f"rf @1 p50 <= {TARGETS['p50_1_ms']} ms", rf1.p50_ms <= TARGETS["p50_1_ms"], f"{rf1.p50_ms:.3f}"),
-                  (f"rf @1 p99 <= {TARGETS['p99_1_ms']} ms", rf1.p99_ms <= TARGETS["p99_1_ms"], f"{rf1.p99_ms:.3f}"),
-                  (f"RSS <= {TARGETS['rss_mib']} MiB", rf32.rss_mib <= TARGETS["rss_mib"], f"{rf32.rss_mib:.0f}")]
-        for name, ok, value in checks:
-            print(f"  {'PASS' if ok else 'MISS'}  {name:28} measured {value}")
+        checks = [
+            (f"rf @32 req/s >= {TARGETS['rps32']}", rf32.rps >= TARGETS["rps32"], f"{rf32.rps:.0f}"),
+            (
+                f"rf @1 p50 <= {TARGETS['p50_1_ms']} ms",
+                rf1.p50_ms <= TARGETS["p50_1_ms"],
+                f"{rf1.p50_ms:.3f}",
+            ),
+            (
+                f"rf @1 p99 <= {TARGETS['p99_1_ms']} ms",
+                rf1.p99_ms <= TARGETS["p99_1_ms"],
+                f"{rf1.p99_ms:.3f}",
+            ),
+            (f"RSS <= {TARGETS['rss_mib']} MiB", rf32.rss_mib <= TARGETS["rss_mib"], f"{rf32.rss_mib:.0f}"),
+        ]
+        for name, ok, measured in checks:
+            print(f"  {'PASS' if ok else 'MISS'}  {name:28} measured {measured}")
         print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
@@ -380,7 +510,11 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
     p.add_argument("--connections", default="1,32", help="comma-separated (default 1,32)")
     p.add_argument("--models", default="rf,lr", help="rf (RandomForest 100x8), lr (LogisticRegression)")
-    p.add_argument("--servers", default="kubeloop,mlserver,kserve")
+    p.add_argument(
+        "--servers",
+        default="floor,kubeloop,mlserver,kserve",
+        help="floor = uvloop+httptools answering a fixed body (no inference): the HTTP floor",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     p.add_argument("--json", type=Path, default=WORK / "results.json", help="where to write the figures")
     args = p.parse_args()
@@ -392,7 +526,7 @@ def main() -> int:
     conns = [int(c) for c in args.connections.split(",")]
     points: list[Point] = []
     for server_kind in args.servers.split(","):
-        for model in models:
+        for model in models[:1] if server_kind == "floor" else models:
             print(f"# {server_kind} / {model}", flush=True)
             try:
                 server = Server(server_kind, model, dirs[model])
@@ -408,8 +542,9 @@ def main() -> int:
     parts = {m: breakdown(dirs[m]) for m in models if "kubeloop" in args.servers}
     profile = [] if args.no_profile or "rf" not in models else profile_server(wrk, dirs["rf"], args.duration)
     report(points, parts, profile)
-    args.json.write_text(json.dumps({"points": [asdict(p) for p in points], "breakdown": parts,
-                                     "profile": profile}, indent=2))
+    args.json.write_text(
+        json.dumps({"points": [asdict(p) for p in points], "breakdown": parts, "profile": profile}, indent=2)
+    )
     print(f"\n(figures also in {args.json})")
     return 0
 
