@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
+from polling import wait_for  # noqa: F401 - re-exported for the tests
 
 OPERATOR_ARGS = ["run", "-A", "--standalone", "-m", "kubeloop.controllers.main"]
 
@@ -32,15 +32,3 @@ def operator(start_operator: Callable[[], AbstractContextManager[Any]]) -> Itera
         yield runner
     assert runner.exception is None, f"the operator crashed: {runner.exception!r}"
     assert runner.exit_code == 0, runner.output[-3000:]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll until check() returns something truthy; fail with what was last seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

@@ -67,7 +67,9 @@ INVALID = [
         "TrainingJob",
         merged(
             TRAINING,
-            search=merged(SEARCH, strategy="random", parameters=[{"name": "C", "values": [1], "min": 1, "max": 2}]),
+            search=merged(
+                SEARCH, strategy="random", parameters=[{"name": "C", "values": [1], "min": 1, "max": 2}]
+            ),
         ),
         ["spec.search.parameters[0]", "one and only one"],
     ),

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import yaml
-from tests.integration.conftest import wait_for
+from polling import wait_for
 
 SHA = "0" * 64
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,11 @@ def test_generated_files_are_current(directory: str) -> None:
 @pytest.mark.parametrize("kind", [k.kind for k in KINDS])
 def test_schema_is_structural_and_documented(kind: str) -> None:
     for path, node in walk(schema(kind)):
-        assert not {"anyOf", "oneOf", "allOf", "$ref", "title"} & node.keys(), path
+        assert not {"anyOf", "allOf", "$ref", "title"} & node.keys(), path
+        # oneOf is structural only as a value validation: alternatives that name required fields.
+        for alternative in node.get("oneOf", []):
+            assert alternative.keys() == {"required"}, f"{kind} {path}: oneOf may only list required fields"
+            assert set(alternative["required"]) <= node["properties"].keys(), path
         if path.startswith(("spec", "status")) and not path.endswith(("[]", "{}")):
             assert node.get("description"), f"{kind} {path} has no description"
         preserve = node.get("x-kubernetes-preserve-unknown-fields")
@@ -106,3 +111,25 @@ def test_samples_parse_with_the_models() -> None:
     for path in samples:
         body = yaml.safe_load(path.read_text())
         by_kind[body["kind"]].spec.model_validate(body["spec"])
+
+
+def cel_visible(node: dict[str, Any]) -> bool:
+    """Whether the API server gives this field a CEL type (untyped, free-form subtrees are left out)."""
+    if node.get("x-kubernetes-int-or-string"):
+        return True
+    if node.get("type") == "array":
+        return isinstance(node.get("items"), dict) and cel_visible(node["items"])
+    return bool(node.get("type"))
+
+
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS])
+def test_cel_rules_read_only_fields_cel_can_see(kind: str) -> None:
+    """A rule naming a field CEL cannot see fails to compile, and the API server rejects the whole CRD."""
+    for path, node in walk(schema(kind)):
+        fields = dict(node.get("properties", {}))
+        for child in node.get("properties", {}).values():  # fields of list items, read via all()/exists()
+            fields.update((child.get("items") or {}).get("properties", {}))
+        for rule in node.get("x-kubernetes-validations", []):
+            for name, child in fields.items():
+                if re.search(rf"\.{name}\b", rule["rule"]):
+                    assert cel_visible(child), f"{kind} {path}: {rule['rule']!r} reads untyped field {name}"

@@ -95,7 +95,9 @@ def _keyed_map(node: dict[str, Any]) -> dict[str, Any]:
     if "maxLength" in names:
         checks.append(f"size(k) <= {names['maxLength']}")
         bounds.append(f"at most {names['maxLength']}")
-    message = f"every key must match {pattern}" + (f" and be {' and '.join(bounds)} characters" if bounds else "")
+    message = f"every key must match {pattern}"
+    if bounds:
+        message += f" and be {' and '.join(bounds)} characters"
     rule = {"rule": f"self.all(k, {' && '.join(checks)})", "message": message}
     node["additionalProperties"] = value
     node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
