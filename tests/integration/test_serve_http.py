@@ -380,3 +380,37 @@ def test_rss_of_a_serving_process_is_small(server: Server) -> None:
     )
     assert rss_kib < 150 * 1024, f"RSS {rss_kib / 1024:.0f} MiB"
     assert os.path.exists(f"/proc/{server.proc.pid}")
+
+
+def test_expect_100_continue(server: Server) -> None:
+    body = json.dumps(infer_body(ROW)).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_not_ready_until_loaded(forest_dir: Path, tmp_path: Path) -> None:
+    """While the model loads, liveness answers and readiness says 503 (the card is a FIFO: loading waits)."""
+    model_dir = tmp_path / "slow"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes((forest_dir / "model.onnx").read_bytes())
+    os.mkfifo(model_dir / "model-card.json")
+    s = Server("--model-dir", str(model_dir))
+    try:
+        assert requests.get(f"{s.url}/v2/health/live").status_code == 200
+        ready = requests.get(f"{s.url}/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False, "state": "loading"}
+        infer = requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW))
+        assert infer.status_code == 503 and "not loaded yet" in infer.json()["error"]
+        with open(model_dir / "model-card.json", "w") as fifo:
+            fifo.write((forest_dir / "model-card.json").read_text())
+        s.wait_for("ready")
+        assert requests.get(f"{s.url}/v2/health/ready").status_code == 200
+        assert requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW)).status_code == 200
+    finally:
+        assert s.stop() == 0

@@ -406,6 +406,13 @@ class Connection(asyncio.Protocol):
                 self.json_length = int(value)
             else:
                 self.bad_header = f"Inference-Header-Content-Length must be a byte count, not {value!r}"
+        elif (
+            name == b"expect" and value.lower() == b"100-continue" and not self.inflight and not self.closing
+        ):
+            # curl sends this for bodies over 1 KiB and waits a second for it before sending the body.
+            # (Not while an earlier pipelined answer is pending: the interim answer would overtake it.)
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self.closing:
