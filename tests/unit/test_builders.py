@@ -12,7 +12,7 @@ from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
 from kubeloop.builders.common import child_name
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
-from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, autoscaler, deployment, service
+from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, MODEL_DIR, autoscaler, deployment, service
 from kubeloop.builders.settings import Settings, SettingsError
 from kubeloop.builders.training import training_job, trial_job_name
 
@@ -46,20 +46,16 @@ def assert_restricted(pod: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "expect_volume", "expect_file"),
+    ("source", "expect_volume", "expect_env_from"),
     [
         ({"builtin": "iris"}, None, None),
         ({"url": "https://example.com/d.csv"}, None, None),
         ({"pvc": {"claimName": "data", "path": "x.csv"}}, "pvc-data", None),
-        ({"configMapRef": {"name": "small", "key": "d.csv"}}, "source", "source"),
-        (
-            {"s3": {"uri": "s3://bucket/d.csv", "credentialsSecretRef": {"name": "s3"}}},
-            "source-credentials",
-            "sourceCredentials",
-        ),
+        ({"configMapRef": {"name": "small", "key": "d.csv"}}, "source", None),
+        ({"s3": {"uri": "s3://bucket/d.csv", "credentialsSecretRef": {"name": "s3"}}}, None, "s3"),
     ],
 )
-def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_file: str | None) -> None:
+def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_env_from: str | None) -> None:
     spec = DatasetSpec.model_validate({"source": source})
     job = ingest_job(name="iris", namespace="ml", spec=spec, generation=3, refresh=1, settings=SETTINGS)
     assert job["metadata"]["name"] == "iris-ingest-3-1" == ingest_job_name("iris", 3, 1)
@@ -68,14 +64,14 @@ def test_ingest_job(source: dict[str, Any], expect_volume: str | None, expect_fi
     assert container["image"] == "registry.local/trainer:1"
     assert container["command"] == ["python", "-m", "kubeloop.runtime"] and container["args"] == ["ingest"]
     assert container["terminationMessagePath"] == "/dev/termination-log"
-    assert container["envFrom"] == [{"secretRef": {"name": "store-creds", "optional": True}}]
+    assert container["envFrom"][0] == {"secretRef": {"name": "store-creds", "optional": True}}
     config = config_of(container)
     assert (config["namespace"], config["name"], config["storeURI"]) == ("ml", "iris", "s3://models/kubeloop")
-    assert config["spec"]["source"] == source
+    assert config["source"] == source
     if expect_volume:
         assert expect_volume in volumes(pod)
-    if expect_file:
-        assert expect_file in config["files"]
+    if expect_env_from:
+        assert container["envFrom"][-1] == {"secretRef": {"name": expect_env_from, "optional": False}}
     assert pod["restartPolicy"] == "Never"
     assert_restricted(pod)
     rules = job["spec"]["podFailurePolicy"]["rules"]
@@ -96,7 +92,9 @@ def test_privacy_hash_key_is_a_mounted_file_not_config() -> None:
     job = ingest_job(name="w", namespace="ml", spec=spec, generation=1, refresh=0, settings=SETTINGS)
     pod = job["spec"]["template"]["spec"]
     assert volumes(pod)["hash-key"]["secret"]["secretName"] == "pepper"
-    assert config_of(pod["containers"][0])["files"]["hashKey"] == "/var/run/kubeloop/hash-key/k"
+    privacy = config_of(pod["containers"][0])["privacy"]
+    assert privacy == {"drop": [], "hash": ["name"], "hashKeyPath": "/var/run/kubeloop/hash-key/k"}
+    assert "pepper" not in json.dumps(privacy), "the config names the file, not the Secret"
 
 
 @pytest.mark.parametrize(
@@ -169,9 +167,10 @@ def test_training_job(
     assert container.get("command") == command
     config = config_of(container)
     assert config["trial"] == {"index": trial, "params": params}
-    assert config["spec"]["model"]["params"] == {"max_iter": 200, **params}
+    assert config["model"]["params"] == {"max_iter": 200, **params}
+    assert config["model"]["estimator"] == spec.model.estimator
     assert config["dataset"] == dataset
-    assert "search" not in config["spec"]
+    assert "search" not in config and "spec" not in config
     assert job["spec"]["template"]["metadata"]["labels"]["kubeloop.io/trial"] == str(trial)
 
 
@@ -195,11 +194,11 @@ def test_serving(extra: dict[str, Any], replicas: int | None, strategy: str, hpa
     pod = template["spec"]
     assert_restricted(pod)
     (fetch,), (serve,) = pod["initContainers"], pod["containers"]
-    assert fetch["args"] == ["fetch"] and serve["args"] == ["serve"]
+    assert fetch["args"] == ["fetch", "--uri", "s3://b/models/x", "--sha256", SHA, "--dest", MODEL_DIR]
+    assert serve["args"][:5] == ["serve", "--model-dir", MODEL_DIR, "--expected-sha256", SHA]
     assert fetch["image"] == serve["image"] == "registry.local/server:1"
     assert serve["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert serve["ports"][0]["containerPort"] == 8080
-    assert config_of(serve)["model"] == {"uri": "s3://b/models/x", "sha256": SHA}
     assert "envFrom" not in serve, "only fetch needs the store credentials"
     model_mounts = {
         m["name"]: m["readOnly"] for c in (fetch, serve) for m in c["volumeMounts"] if m["name"] == "model"

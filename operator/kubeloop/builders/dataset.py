@@ -18,7 +18,6 @@ from kubeloop.builders.settings import Settings
 
 INGEST_CONTAINER = "ingest"
 HASH_KEY_DIR = "/var/run/kubeloop/hash-key"
-SOURCE_CREDENTIALS_DIR = "/var/run/kubeloop/source-credentials"
 CONFIGMAP_DIR = "/var/run/kubeloop/source"
 DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 INGEST_DEADLINE_SECONDS = 3600
@@ -36,34 +35,42 @@ def ingest_job(
     """The Job that reads, validates, anonymises and snapshots the data (runtime `ingest`)."""
     mounts = Mounts()
     mounts.store(settings.store_uri)
-    files: dict[str, str] = {}
+    env_from = store_env_from(settings)
     source = spec.source
+    wire = spec.wire()
+    # The runtime's ingest config (kubeloop.runtime.ingest): the spec's fields at the top level, plus
+    # where the pod finds the files it needs. Secrets are mounted or passed as env, never put in here.
+    config: Manifest = {
+        "namespace": namespace,
+        "name": name,
+        "storeURI": settings.store_uri,
+        "source": wire["source"],
+    }
+    for key in ("format", "schema", "validation"):
+        if key in wire:
+            config[key] = wire[key]
     if source.pvc is not None:
-        mounts.pvc(source.pvc.claim_name, read_only=True)
+        mounts.pvc(source.pvc.claim_name, read_only=True)  # the runtime reads /mnt/pvc/<claim>/<path>
     if source.config_map_ref is not None:
         mounts.add(
             {"name": "source", "configMap": {"name": source.config_map_ref.name}},
             CONFIGMAP_DIR,
             read_only=True,
         )
-        files["source"] = f"{CONFIGMAP_DIR}/{source.config_map_ref.key}"
+        config["configMapPath"] = CONFIGMAP_DIR
     if source.s3 is not None and source.s3.credentials_secret_ref is not None:
-        mounts.secret("source-credentials", source.s3.credentials_secret_ref.name, SOURCE_CREDENTIALS_DIR)
-        files["sourceCredentials"] = SOURCE_CREDENTIALS_DIR
-    if spec.privacy is not None and spec.privacy.hash_key_secret_ref is not None:
-        ref = spec.privacy.hash_key_secret_ref
-        mounts.secret("hash-key", ref.name, HASH_KEY_DIR)
-        files["hashKey"] = f"{HASH_KEY_DIR}/{ref.key}"
-    config = {
-        "kind": "Dataset",
-        "namespace": namespace,
-        "name": name,
-        "storeURI": settings.store_uri,
-        "generation": generation,
-        "refresh": refresh,
-        "spec": spec.wire(),
-        "files": files,
-    }
+        # The runtime's S3 client reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from its environment.
+        env_from = [
+            *env_from,
+            {"secretRef": {"name": source.s3.credentials_secret_ref.name, "optional": False}},
+        ]
+    if spec.privacy is not None:
+        privacy: Manifest = {"drop": spec.privacy.drop or [], "hash": spec.privacy.hash or []}
+        if spec.privacy.hash_key_secret_ref is not None:
+            ref = spec.privacy.hash_key_secret_ref
+            mounts.secret("hash-key", ref.name, HASH_KEY_DIR)
+            privacy["hashKeyPath"] = f"{HASH_KEY_DIR}/{ref.key}"
+        config["privacy"] = privacy
     container = {
         "name": INGEST_CONTAINER,
         "image": settings.trainer_image,
@@ -71,7 +78,7 @@ def ingest_job(
         "command": RUNTIME_COMMAND,
         "args": ["ingest"],
         "env": [config_env(config)],
-        "envFrom": store_env_from(settings),
+        "envFrom": env_from,
         "resources": resources(spec.resources, DEFAULT_RESOURCES),
     }
     return job(

@@ -7,7 +7,6 @@ from kubeloop.builders.common import (
     RUNTIME_COMMAND,
     Manifest,
     Mounts,
-    config_env,
     container_security_context,
     labels,
     pod_security_context,
@@ -32,20 +31,18 @@ def service_url(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc:{PORT}"
 
 
-def server_config(
-    name: str, namespace: str, uri: str, sha256: str, spec: ModelDeploymentSpec, settings: Settings
-) -> Manifest:
-    files = {"authTokens": f"{AUTH_DIR}/{spec.auth.token_secret_ref.key}"} if spec.auth else {}
-    return {
-        "kind": "ModelDeployment",
-        "namespace": namespace,
-        "name": name,
-        "storeURI": settings.store_uri,
-        "model": {"uri": uri, "sha256": sha256},
-        "modelDir": MODEL_DIR,
-        "port": PORT,
-        "files": files,
-    }
+def fetch_args(uri: str, sha256: str) -> list[str]:
+    """`fetch` copies the model directory (…/models/<sha256>) into the pod and verifies model.onnx."""
+    return ["fetch", "--uri", uri, "--sha256", sha256, "--dest", MODEL_DIR]
+
+
+def serve_args(name: str, sha256: str, spec: ModelDeploymentSpec) -> list[str]:
+    """`serve` refuses to become ready unless the model it loaded has the expected digest."""
+    args = ["serve", "--model-dir", MODEL_DIR, "--expected-sha256", sha256, "--port", str(PORT)]
+    args += ["--model-name", name]
+    if spec.auth is not None:
+        args += ["--auth-token-file", f"{AUTH_DIR}/{spec.auth.token_secret_ref.key}"]
+    return args
 
 
 def deployment(
@@ -61,12 +58,10 @@ def deployment(
     if spec.auth is not None:
         mounts.secret("auth", spec.auth.token_secret_ref.name, AUTH_DIR)
     mounts.add({"name": "model", "emptyDir": {"sizeLimit": "2Gi"}}, MODEL_DIR, read_only=True)
-    env = [config_env(server_config(name, namespace, uri, sha256, spec, settings))]
     common = {
         "image": settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": RUNTIME_COMMAND,
-        "env": env,
         "securityContext": container_security_context(),
     }
     # Only fetch writes the model; serve mounts it read-only.
@@ -74,7 +69,7 @@ def deployment(
     fetch = {
         **common,
         "name": "fetch",
-        "args": ["fetch"],
+        "args": fetch_args(uri, sha256),
         "envFrom": store_env_from(settings),
         "resources": FETCH_RESOURCES,
         "volumeMounts": fetch_mounts,
@@ -82,7 +77,7 @@ def deployment(
     serve = {
         **common,
         "name": "serve",
-        "args": ["serve"],
+        "args": serve_args(name, sha256, spec),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},

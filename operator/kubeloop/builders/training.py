@@ -51,18 +51,19 @@ def training_job(
     mounts = Mounts()
     mounts.store(settings.store_uri)
     wire = spec.wire()
-    wire["model"]["params"] = trial_params(spec, params)
-    wire.pop("search", None)  # a pod runs one trial; the search itself is the operator's business
-    config = {
-        "kind": "TrainingJob",
+    # The runtime's train config (kubeloop.runtime.train): the spec's fields at the top level; a pod runs
+    # one trial, so the search itself stays the operator's business and only the trial's params go in.
+    config: Manifest = {
         "namespace": namespace,
         "name": name,
         "storeURI": settings.store_uri,
-        "generation": generation,
-        "trial": {"index": trial, "params": params},
         "dataset": dataset,
-        "spec": wire,
+        "model": {**wire["model"], "params": trial_params(spec, params)},
+        "trial": {"index": trial, "params": params},
     }
+    for key in ("features", "split", "gate"):
+        if key in wire:
+            config[key] = wire[key]
     container: Manifest = {
         "name": TRAIN_CONTAINER,
         "image": spec.image or settings.trainer_image,

@@ -198,6 +198,12 @@ def reconcile(ctx: Context) -> Obj:
         }
     metrics = _metrics(best_result)
     passed, verdict = gate_verdict(spec.gate, metrics)
+    if isinstance(best_result.get("gatePassed"), bool):
+        # The runtime judged the gate on the metrics it computed (runtime result keys gatePassed and
+        # gateReasons); the operator's own check above only covers results that lack them.
+        passed = best_result["gatePassed"]
+        reasons = [str(r) for r in best_result.get("gateReasons") or []]
+        verdict = "; ".join(reasons) or ("every gate threshold is met" if passed else "the gate was missed")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     ctx.conditions.set("Succeeded", "True", "Trained", f"model {model['sha256'][:12]} trained: {summary}")
     ctx.conditions.set("Failed", "False", "Trained", "the run succeeded")
