@@ -464,24 +464,26 @@ def report(points: list[Point], parts: dict[str, dict[str, float]], profile: lis
         print(f"\n== Where the time goes: {model}, one 1-row request (microseconds, in-process)")
         for key, value in part.items():
             print(f"  {key:26} {value:8.2f}")
-        one = by.get((model, "kubeloop", 1))
-        many = by.get((model, "kubeloop", 32))
         floor = part["ort_floor_1row_us"]
-        if one:
-            print(
-                f"  -> at 1 connection p50 is {one.p50_ms * 1000:.0f} us "
-                f"= {one.p50_ms * 1000 / floor:.1f}x the "
-                f"ORT floor; server CPU {one.cpu_us_per_request:.1f} us/request (the rest is wrk and the "
-                f"loopback round trip)"
-            )
-        if many:
-            print(
-                f"  -> at 32 connections: {1e6 / many.rps:.1f} us/request wall, server CPU "
-                f"{many.cpu_us_per_request:.1f} us/request, ORT per row in a 32-row batch "
-                f"{part['ort_32rows_per_row_us']:.1f} us"
-            )
+        for conns in (1, 32):
+            ours = by.get((model, "kubeloop", conns))
+            http = next((p for p in points if p.server == "floor" and p.connections == conns), None)
+            if ours is None:
+                continue
+            # At 1 connection the latency is the measure; at 32 the wall time per request (1 / throughput).
+            us = ours.p50_ms * 1000 if conns == 1 else 1e6 / ours.rps
+            what = "p50" if conns == 1 else "wall time per request"
+            line = f"  -> @{conns}: {what} {us:.0f} us = {us / floor:.1f}x the ORT floor; "
+            line += f"server CPU {ours.cpu_us_per_request:.1f} us/request"
+            if http:
+                line += f" (HTTP floor server: CPU {http.cpu_us_per_request:.1f} us/request)"
+            print(line)
+        print(f"  -> ORT per row inside a 32-row micro-batch: {part['ort_32rows_per_row_us']:.2f} us")
     if profile:
         print("\n== cProfile of the Kubeloop server, rf @32 connections (own time, top functions)")
+        print(
+            "   (wall time: 'write' includes the time the kernel runs wrk on this core when a send wakes it)"
+        )
         print(*profile, sep="\n")
     rf1, rf32 = by.get(("rf", "kubeloop", 1)), by.get(("rf", "kubeloop", 32))
     if rf1 and rf32:
