@@ -190,3 +190,28 @@ def test_integer_classes_are_int64_labels(tmp_path: Path) -> None:
     codec = Codec(Model(tmp_path))
     out = json.loads(codec.encode_v2(codec.model.predict(np.zeros((1, 20), np.float32)), None))["outputs"]
     assert out[0]["datatype"] == "INT64" and out[0]["data"][0] in (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,  # deeper than any JSON parser's recursion limit
+        b'{"inputs": [{"name": "X", "shape": ["1", 20], "datatype": "FP32", "data": []}]}',
+        b'{"inputs": [{"name": "X", "shape": [true, 20], "datatype": "FP32", "data": []}]}',
+        b'{"inputs": [{"name": "X", "shape": [1.5, 20], "datatype": "FP32", "data": []}]}',
+        b'{"inputs": [{"name": "X", "shape": [4611686018427387904, 20], "datatype": "FP32", "data": [1]}]}',
+        b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [{}]}]}',
+        b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [100000000000000000000000]}]}',
+        b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [[[[1]]]]}]}',
+        b'{"inputs": ["X"]}',
+        b'{"inputs": {"name": "X"}}',
+        b"\xff\xfe",
+        b"null",
+    ],
+)
+def test_odd_bodies_are_client_errors(forest: tuple[Any, Codec], body: bytes) -> None:
+    with pytest.raises(ClientError) as e:
+        forest[1].decode_v2(body)
+    assert e.value.status == 400
+    with pytest.raises(ClientError):
+        forest[1].decode_v1(body)

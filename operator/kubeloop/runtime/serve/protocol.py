@@ -54,7 +54,7 @@ def _loads(body: bytes) -> Any:
         # client hears "NaN is not allowed in feature x" rather than "malformed JSON".
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise ClientError(400, f"malformed JSON: {e}") from None
 
 
