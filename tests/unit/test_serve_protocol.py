@@ -201,7 +201,7 @@ def test_integer_classes_are_int64_labels(tmp_path: Path) -> None:
         b'{"inputs": [{"name": "X", "shape": [1.5, 20], "datatype": "FP32", "data": []}]}',
         b'{"inputs": [{"name": "X", "shape": [4611686018427387904, 20], "datatype": "FP32", "data": [1]}]}',
         b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [{}]}]}',
-        b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [100000000000000000000000]}]}',
+        b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [99999999999999999999]}]}',
         b'{"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": [[[[1]]]]}]}',
         b'{"inputs": ["X"]}',
         b'{"inputs": {"name": "X"}}',

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -33,19 +33,23 @@ class ModelLoadError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One ORT call's answer: class indices + probabilities (classification) or values (regression)."""
+class Prediction(NamedTuple):
+    """One ORT call's answer: class indices + probabilities (classification) or values (regression).
+
+    A NamedTuple rather than a dataclass: one is made per request when a micro-batch is split.
+    """
 
     labels: np.ndarray | None  # int64 indices into ModelCard.classes, shape (n,)
     probabilities: np.ndarray | None  # float32, shape (n, classes)
     values: np.ndarray | None  # float32, shape (n,)
 
     def rows(self, start: int, stop: int) -> Prediction:
-        def cut(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[start:stop]
-
-        return Prediction(cut(self.labels), cut(self.probabilities), cut(self.values))
+        labels, probabilities, values = self
+        return Prediction(
+            None if labels is None else labels[start:stop],
+            None if probabilities is None else probabilities[start:stop],
+            None if values is None else values[start:stop],
+        )
 
 
 @dataclass(frozen=True)
