@@ -339,7 +339,7 @@ def test_wrong_digest_never_becomes_ready_and_says_why(forest_dir: Path, tmp_pat
     s = Server("--model-dir", str(forest_dir), "--expected-sha256", "0" * 64, "--termination-log", str(log))
     assert s.proc.wait(timeout=60) == 2
     result = json.loads(log.read_text())
-    assert result["ready"] is False and result["reason"] == "DigestMismatch"
+    assert result["ok"] is False and result["reason"] == "DigestMismatch"
     assert "the expected digest is " + "0" * 64 in result["message"]
     assert not any(e.get("event") == "ready" for e in s.events())
     assert json.loads(s.lines[-1]) == result  # the contract: the result is also stdout's last line

@@ -91,3 +91,9 @@ def test_regression_predictions_histogram(tmp_path: Path) -> None:
     metrics.batch(x, model.predict(x))
     counts = series(metrics.render().decode(), "kubeloop_prediction_value_count")
     assert counts == {'model="linear-regression"': 2}
+
+
+def test_category_values_arrive_as_numbers() -> None:
+    from kubeloop.runtime.serve.metrics import _category_index
+
+    assert _category_index(["True", "False", "3", "2.5", "red"]) == {1.0: 0, 0.0: 1, 3.0: 2, 2.5: 3}

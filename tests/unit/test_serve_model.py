@@ -86,3 +86,12 @@ def test_session_options_follow_the_cpu_limit() -> None:
     assert session_options(4).intra_op_num_threads == 3
     assert session_options(64).intra_op_num_threads == 8
     assert session_options(2, threads=2).intra_op_num_threads == 2
+
+
+def test_trainer_style_card(lr_dir: Path, tmp_path: Path) -> None:
+    """The trainer's card: "version" is the card format's, the name is the TrainingJob's."""
+    d = copy_dir(lr_dir, tmp_path / "m")
+    edit_card(d, version=1, name=None, trainingJob="iris-lr", kind="ModelCard")
+    model = Model(d)
+    assert model.name == "iris-lr" and model.version == model.sha256[:16]
+    assert Model(d, name="served-as").name == "served-as"

@@ -50,6 +50,20 @@ def _num(v: float) -> str:
     return repr(float(v)) if v not in (float("inf"), float("-inf")) else ("+Inf" if v > 0 else "-Inf")
 
 
+def _category_index(categories: list[str]) -> dict[float, int]:
+    """Model inputs are numbers: the category "3" arrives as 3.0, a bool's "True" as 1.0."""
+    index: dict[float, int] = {}
+    for i, category in enumerate(categories):
+        key = {"true": 1.0, "false": 0.0}.get(category.lower())
+        if key is None:
+            try:
+                key = float(category)
+            except ValueError:
+                continue  # a text category cannot arrive as a number: its values count as __other__
+        index.setdefault(key, i)
+    return index
+
+
 class Histogram:
     """Per-bucket (not cumulative) counts; bucket i holds values in (bounds[i-1], bounds[i]]."""
 
@@ -102,14 +116,16 @@ class Metrics:
         )
         # Features the baseline knows, on its bins, so drift needs nothing but these series.
         self.numeric: list[tuple[int, str, Histogram]] = []
-        self.categorical: list[tuple[int, str, list[str], list[int]]] = []
+        self.categorical: list[tuple[int, str, list[str], dict[float, int], list[int]]] = []
         for j, feature in enumerate(self.features):
             spec = baseline.get(feature) or {}
             if spec.get("kind") == "numeric" and isinstance(spec.get("edges"), list):
                 self.numeric.append((j, _label(feature), Histogram(spec["edges"])))
             elif spec.get("kind") == "categorical" and isinstance(spec.get("categories"), list):
                 cats = [str(c) for c in spec["categories"]]
-                self.categorical.append((j, _label(feature), cats, [0] * (len(cats) + 1)))
+                self.categorical.append(
+                    (j, _label(feature), cats, _category_index(cats), [0] * (len(cats) + 1))
+                )
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         key = (protocol, code)
@@ -134,10 +150,10 @@ class Metrics:
         x = np.concatenate([p[0] for p in pending])
         for j, _, hist in self.numeric:
             hist.add(x[:, j].astype(np.float64))
-        for j, _, cats, counts in self.categorical:
-            # Category values arrive encoded as numbers: 1.0 is the category "1".
-            values = [int(v) if v.is_integer() else v for v in x[:, j].tolist() if v == v]
-            for i, c in enumerate(stats.category_counts(cats, values)):
+        for j, _, cats, index, counts in self.categorical:
+            other = len(cats)
+            seen = [index.get(v, other) for v in x[:, j].tolist() if v == v]  # NaN (missing) is not counted
+            for i, c in enumerate(np.bincount(seen, minlength=other + 1).tolist()):
                 counts[i] += c
         labels = [p[1].labels for p in pending if p[1].labels is not None]
         if labels:
@@ -197,7 +213,7 @@ class Metrics:
                 "# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
                 "# TYPE kubeloop_feature_category_total counter",
             ]
-            for _, feature, cats, counts in self.categorical:
+            for _, feature, cats, _, counts in self.categorical:
                 for cat, n in zip([*cats, stats.OTHER], counts, strict=True):
                     out.append(
                         f'kubeloop_feature_category_total{{{m},feature="{feature}",'

@@ -59,7 +59,6 @@ class ModelCard:
     features: list[str]
     classes: list[Any] = field(default_factory=list)
     sha256: str | None = None
-    version: str | None = None
     # Trees route NaN somewhere, but nothing in training guarantees that is meaningful: refuse by default.
     allow_nan: bool = False
 
@@ -81,12 +80,12 @@ class ModelCard:
         if task == "classification" and (not isinstance(classes, list) or len(classes) < 2):
             raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: a classifier needs at least two classes")
         return cls(
-            name=str(doc.get("name") or "model"),
+            # The trainer's card names the TrainingJob; the server's --model-name usually overrides both.
+            name=str(doc.get("name") or doc.get("trainingJob") or "model"),
             task=task,
             features=features,
             classes=classes,
             sha256=doc.get("sha256"),
-            version=doc.get("version"),
             allow_nan=bool(doc.get("allow_nan", False)),
         )
 
@@ -159,7 +158,8 @@ class Model:
                     "DigestMismatch", f"{MODEL_FILE} has sha256 {self.sha256}, but {what} is {want.lower()}"
                 )
         self.name = name or self.card.name
-        self.version = self.card.version or self.sha256[:16]
+        # The card's "version" is its format's; the model's version is its digest (as in status).
+        self.version = self.sha256[:16]
         self.baseline = _read_baseline(model_dir / BASELINE_FILE)
         self.cpus = cpu_limit()
         try:

@@ -492,7 +492,7 @@ class Connection(asyncio.Protocol):
 
 def report_failure(config: ServeConfig, error: ModelLoadError) -> None:
     """The runtime contract: a JSON result in the termination log and on the last line of stdout."""
-    result = json.dumps({"ready": False, "reason": error.reason, "message": error.message})
+    result = json.dumps({"ok": False, "reason": error.reason, "message": error.message})
     with contextlib.suppress(OSError):
         config.termination_log.write_text(result)
     print(result, flush=True)
