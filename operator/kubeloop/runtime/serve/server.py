@@ -47,6 +47,11 @@ JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 TOKEN_RELOAD_SECONDS = 10.0  # a mounted Secret is updated in place by the kubelet
 
+# The lengths of the header names on_header looks at.
+HEADER_LENGTHS = frozenset(
+    len(h) for h in ("content-length", "authorization", "inference-header-content-length", "expect")
+)
+
 # Route kinds.
 INFER_V2, PREDICT_V1, STATIC, METRICS = range(4)
 
@@ -393,6 +398,8 @@ class Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in HEADER_LENGTHS:  # most headers (Host, Content-Type, ...): skip lower()
+            return
         name = name.lower()
         if name == b"content-length":
             if value.isdigit() and int(value) > self.app.config.max_body_bytes:
