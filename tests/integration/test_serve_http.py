@@ -414,3 +414,16 @@ def test_not_ready_until_loaded(forest_dir: Path, tmp_path: Path) -> None:
         assert requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW)).status_code == 200
     finally:
         assert s.stop() == 0
+
+
+def test_drain_delay_keeps_serving_while_not_ready(forest_dir: Path) -> None:
+    """With --drain-delay, SIGTERM first turns readiness off (the Service stops routing) but keeps serving."""
+    s = Server("--model-dir", str(forest_dir), "--drain-delay", "1.5")
+    s.wait_for("ready")
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_for("draining")
+    ready = requests.get(f"{s.url}/v2/health/ready")
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "state": "draining"}
+    r = requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW))
+    assert r.status_code == 200 and r.headers["connection"] == "close"
+    assert s.proc.wait(timeout=30) == 0
