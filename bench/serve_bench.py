@@ -199,8 +199,10 @@ class Server:
         self.kind, self.model = kind, model
         self.port = free_port()
         self.log = (WORK / f"{kind}-{model}.log").open("w")
-        if kind == "kubeloop":
+        if kind.startswith("kubeloop"):
             serve = ["serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+            if kind == "kubeloop-nobatch":
+                serve += ["--batching", "off"]
             cmd = [sys.executable, "-m", "kubeloop.runtime", *serve]
             if profile is not None:
                 statement = f"main({serve[1:]!r})"
@@ -300,7 +302,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def lua_script(model: str, server: str) -> Path:
     row = [round(0.37 * i - 3.1, 3) for i in range(20)]
-    name = "X" if server == "kubeloop" else "input-0"  # competitors take any input name
+    name = "X" if server.startswith("kubeloop") else "input-0"  # competitors take any input name
     body = json.dumps({"inputs": [{"name": name, "shape": [1, 20], "datatype": "FP32", "data": row}]})
     path = WORK / f"{server}-{model}.lua"
     path.write_text(
@@ -444,19 +446,19 @@ def profile_server(wrk: str, model_dir: Path, seconds: float) -> list[str]:
 def report(points: list[Point], parts: dict[str, dict[str, float]], profile: list[str]) -> None:
     print("\n== Throughput and latency (wrk closed loop, 1-row V2 requests)")
     print(
-        f"{'model':5} {'server':9} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'model':5} {'server':16} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'RSS MiB':>8} {'CPU us/req':>10}"
     )
     for p in points:
         print(
-            f"{p.model:5} {p.server:9} {p.connections:>5} {p.rps:>10.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} "
+            f"{p.model:5} {p.server:16} {p.connections:>5} {p.rps:>10.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} "
             f"{p.errors:>6} {p.rss_mib:>8.0f} {p.cpu_us_per_request:>10.1f}"
         )
     by = {(p.model, p.server, p.connections): p for p in points}
     print("\n== Ratios (Kubeloop req/s / competitor req/s, same run, same machine)")
     for (model, server, conns), p in sorted(by.items()):
         ours = by.get((model, "kubeloop", conns))
-        if server not in ("kubeloop", "floor") and ours and p.rps:
+        if server not in ("kubeloop", "floor", "kubeloop-nobatch") and ours and p.rps:
             want = TARGETS.get(f"vs_{server}")
             target = f"  (target >= {want}x on rf @32)" if model == "rf" and conns == 32 else ""
             print(f"  {model} @{conns:<3} kubeloop / {server:8} = {ours.rps / p.rps:7.1f}x{target}")
@@ -485,6 +487,10 @@ def report(points: list[Point], parts: dict[str, dict[str, float]], profile: lis
             "   (wall time: 'write' includes the time the kernel runs wrk on this core when a send wakes it)"
         )
         print(*profile, sep="\n")
+    nobatch = by.get(("rf", "kubeloop-nobatch", 32))
+    if nobatch and by.get(("rf", "kubeloop", 32)):
+        gain = by[("rf", "kubeloop", 32)].rps / nobatch.rps
+        print(f"\n== Micro-batching: rf @32 with it / without it = {gain:.2f}x req/s")
     rf1, rf32 = by.get(("rf", "kubeloop", 1)), by.get(("rf", "kubeloop", 32))
     if rf1 and rf32:
         print("\n== Targets (issue 5)")
@@ -514,8 +520,9 @@ def main() -> int:
     p.add_argument("--models", default="rf,lr", help="rf (RandomForest 100x8), lr (LogisticRegression)")
     p.add_argument(
         "--servers",
-        default="floor,kubeloop,mlserver,kserve",
-        help="floor = uvloop+httptools answering a fixed body (no inference): the HTTP floor",
+        default="floor,kubeloop,kubeloop-nobatch,mlserver,kserve",
+        help="floor = uvloop+httptools answering a fixed body (no inference): the HTTP floor; "
+        "kubeloop-nobatch = Kubeloop with --batching off (what micro-batching buys)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     p.add_argument("--json", type=Path, default=WORK / "results.json", help="where to write the figures")
@@ -528,7 +535,7 @@ def main() -> int:
     conns = [int(c) for c in args.connections.split(",")]
     points: list[Point] = []
     for server_kind in args.servers.split(","):
-        for model in models[:1] if server_kind == "floor" else models:
+        for model in models[:1] if server_kind in ("floor", "kubeloop-nobatch") else models:
             print(f"# {server_kind} / {model}", flush=True)
             try:
                 server = Server(server_kind, model, dirs[model])
