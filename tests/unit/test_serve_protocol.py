@@ -215,3 +215,23 @@ def test_odd_bodies_are_client_errors(forest: tuple[Any, Codec], body: bytes) ->
     assert e.value.status == 400
     with pytest.raises(ClientError):
         forest[1].decode_v1(body)
+
+
+def test_a_graph_with_a_fixed_batch_size(tmp_path: Path) -> None:
+    """Exported with batch size 1: metadata says so, other row counts are a 400, never an ORT error."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    estimator = build_model_dir(tmp_path, "logistic_regression")
+    onx = to_onnx(estimator, initial_types=[("X", FloatTensorType([1, 20]))], options={"zipmap": False})
+    (tmp_path / "model.onnx").write_bytes(onx.SerializeToString())
+    card = json.loads((tmp_path / "model-card.json").read_text())
+    (tmp_path / "model-card.json").write_text(json.dumps({**card, "sha256": None}))
+    codec = Codec(Model(tmp_path))
+    assert json.loads(codec.metadata)["inputs"][0]["shape"] == [1, 20]
+    x, _ = codec.decode_v2(v2(ROW))
+    assert codec.model.predict(x).labels is not None
+    with pytest.raises(ClientError, match=r"shape \[2, 20\]; the model takes \[1, 20\]"):
+        codec.decode_v2(v2(ROW * 2, shape=[2, 20]))
+    with pytest.raises(ClientError, match="must be exactly 1 rows of 20 numbers"):
+        codec.decode_v1(orjson.dumps({"instances": [ROW, ROW]}))

@@ -187,6 +187,9 @@ class Model:
                 "UnsupportedSignature", f"the server needs one 2-D float input, the model has {got}"
             )
         self.input_name: str = inputs[0].name
+        # A graph exported with a fixed batch size takes exactly that many rows per call (no batching).
+        rows = inputs[0].shape[0]
+        self.fixed_rows: int | None = rows if isinstance(rows, int) and rows > 0 else None
         width = inputs[0].shape[1]
         if isinstance(width, int) and width != self.n_features:
             raise ModelLoadError(
@@ -223,7 +226,7 @@ class Model:
             float((self.baseline.get("features", {}).get(f) or {}).get("mean") or 0.0)
             for f in self.card.features
         ]
-        x = np.array([row, row], dtype=np.float32)
+        x = np.array([row] * (self.fixed_rows or 2), dtype=np.float32)  # two rows: batching works
         try:
             pred = self.predict(x)
         except Exception as e:

@@ -65,7 +65,8 @@ class Codec:
         self.model = model
         self.n_features = model.n_features
         self.input_name = model.input_name
-        self.expected_shape = f"[-1, {self.n_features}]"
+        self.fixed_rows = model.fixed_rows
+        self.expected_shape = f"[{self.fixed_rows or -1}, {self.n_features}]"
         self.allow_nan = model.card.allow_nan
         classes = model.card.classes
         self.label_datatype = "INT64" if all(isinstance(c, int) for c in classes) else "BYTES"
@@ -82,7 +83,13 @@ class Codec:
                 "task": model.card.task,
                 "features": model.card.features,
                 "classes": classes,
-                "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": [-1, self.n_features]}],
+                "inputs": [
+                    {
+                        "name": self.input_name,
+                        "datatype": "FP32",
+                        "shape": [self.fixed_rows or -1, self.n_features],
+                    }
+                ],
                 "outputs": (
                     [
                         {"name": "label", "datatype": self.label_datatype, "shape": [-1]},
@@ -135,6 +142,7 @@ class Codec:
             or shape[1] != self.n_features
             or type(shape[0]) is not int
             or shape[0] < 1
+            or (self.fixed_rows is not None and shape[0] != self.fixed_rows)
         ):
             raise ClientError(
                 400,
@@ -160,10 +168,15 @@ class Codec:
         if type(instances[0]) is dict:
             instances = [self._row_from_object(i, inst) for i, inst in enumerate(instances)]
         array = self._array("instances", instances)
-        if array.ndim != 2 or array.shape[1] != self.n_features:
+        if (
+            array.ndim != 2
+            or array.shape[1] != self.n_features
+            or (self.fixed_rows is not None and array.shape[0] != self.fixed_rows)
+        ):
             raise ClientError(
                 400,
-                f"'instances' must be rows of {self.n_features} numbers "
+                f"'instances' must be {f'exactly {self.fixed_rows} ' if self.fixed_rows else ''}"
+                f"rows of {self.n_features} numbers "
                 f"({', '.join(self.model.card.features)}); got shape {list(array.shape)}",
             )
         x = array.astype(np.float32, copy=False)

@@ -294,7 +294,8 @@ class App:
     def _flush(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
-        limit = self.config.max_batch_rows
+        # A graph with a fixed batch size is called with exactly its rows, one request at a time.
+        limit = (self.model.fixed_rows if self.model else None) or self.config.max_batch_rows
         chunk: list[Item] = []
         rows = 0
         for item in queue:
