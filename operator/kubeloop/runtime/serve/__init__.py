@@ -1,6 +1,23 @@
 """The inference server: ONNX Runtime behind the Open Inference Protocol (V2) and V1 ``:predict``.
 
-``python -m kubeloop.runtime serve --model-dir DIR`` (flags: :mod:`.cli`). Never imports the operator.
+``python -m kubeloop.runtime serve --model-dir DIR [--expected-sha256 HEX] [--port 8080] ...`` (all flags
+and their ``KUBELOOP_*`` environment variables: :mod:`.cli`). Never imports the operator.
+
+Endpoints (``NAME`` is ``--model-name`` or the card's; ``VERSION`` the first 16 hex of the model's sha256):
+
+- ``GET /v2/health/live`` — 200 once the process listens (also while the model loads).
+- ``GET /v2/health/ready``, ``GET /v2/models/NAME[/versions/VERSION]/ready`` — 200 with the loaded digest
+  only after the model loaded, matched ``--expected-sha256`` and passed a self-test prediction; 503 while
+  loading or draining. A model that cannot be served exits 2 with ``{"ok": false, "reason", "message"}``
+  in the termination log.
+- ``GET /v2/models/NAME[/versions/VERSION]`` — V2 metadata (+ ``sha256``, ``features``, ``classes``).
+- ``POST /v2/models/NAME[/versions/VERSION]/infer`` — V2 JSON (and the binary tensor extension for inputs);
+  answers ``label`` + ``probabilities`` (classification) or ``predictions`` (regression).
+- ``GET /v1/models/NAME``, ``POST /v1/models/NAME:predict`` — ``{"instances": [[...]] | [{feature: v}]}``.
+- ``GET /metrics`` — Prometheus text (names in docs/contracts.md).
+
+Client mistakes are 4xx with ``{"error": "..."}`` naming what was wrong; ``--auth-token-file`` requires
+``Authorization: Bearer`` on inference and metadata (never on health or metrics).
 """
 
 from .cli import main
