@@ -8,7 +8,7 @@ ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml docker/requirements.py ./
+COPY pyproject.toml constraints.txt docker/requirements.py ./
 # Dependencies go in a layer of their own that changes only with pyproject.toml; the code comes after.
 
 # Pip settings pass through as build arguments (a private index, a proxy's CA bundle); none is kept
@@ -17,7 +17,7 @@ FROM build AS venv-operator
 ARG PIP_INDEX_URL
 ARG PIP_CERT
 RUN python3 -m venv /opt/kubeloop && python3 requirements.py > req.txt \
-    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+    && /opt/kubeloop/bin/pip install -q --no-compile -c constraints.txt -r req.txt
 COPY README.md ./
 COPY operator ./operator
 RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
@@ -26,7 +26,7 @@ FROM build AS venv-trainer
 ARG PIP_INDEX_URL
 ARG PIP_CERT
 RUN python3 -m venv /opt/kubeloop && python3 requirements.py trainer > req.txt \
-    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+    && /opt/kubeloop/bin/pip install -q --no-compile -c constraints.txt -r req.txt
 COPY README.md ./
 COPY operator ./operator
 RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
@@ -35,7 +35,7 @@ FROM build AS venv-server
 ARG PIP_INDEX_URL
 ARG PIP_CERT
 RUN python3 -m venv /opt/kubeloop && python3 requirements.py server > req.txt \
-    && /opt/kubeloop/bin/pip install -q --no-compile -r req.txt
+    && /opt/kubeloop/bin/pip install -q --no-compile -c constraints.txt -r req.txt
 COPY README.md ./
 COPY operator ./operator
 RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .

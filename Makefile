@@ -18,11 +18,18 @@ test: venv host-deps ## Run every test: unit, then integration and e2e against t
 ##@ Development
 .PHONY: venv
 venv: $(VENV)/.installed ## Create the virtual environment with every dependency
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+.PHONY: constraints
+constraints: ## Re-resolve the newest dependencies and pin them in constraints.txt
+	rm -rf .work/resolve && $(PYTHON) -m venv .work/resolve && .work/resolve/bin/pip install -q --upgrade pip
+	.work/resolve/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .work/resolve/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.new
+	mv constraints.new constraints.txt
 
 ##@ Local cluster
 .PHONY: host-deps cluster-up cluster-up-control-plane cluster-down cluster-status images

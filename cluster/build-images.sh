@@ -31,7 +31,7 @@ fi
 
 # 2. the project's images, keyed by everything that goes into them
 version=$(sed -nE 's/^version = "(.*)"/\1/p' "$repo/pyproject.toml")
-inputs_key=$( (cd "$repo" && cat Dockerfile pyproject.toml README.md docker/requirements.py && git ls-files -co --exclude-standard operator \
+inputs_key=$( (cd "$repo" && cat Dockerfile pyproject.toml constraints.txt README.md docker/requirements.py && git ls-files -co --exclude-standard operator \
   | grep -v __pycache__ | sort | xargs cat; echo "$base_key") | sha256sum | cut -c1-12)
 tag="$version-$inputs_key"
 archive="$cache/images/kubeloop-$tag.tar"
