@@ -305,13 +305,15 @@ def test_tritonclient_works_unchanged(server: Server) -> None:
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         labels = result.as_numpy("label")
         assert labels is not None and len(labels) == 3
-    # All defaults: binary input data, binary outputs asked for (answered as JSON, which the client reads).
+    # All defaults: binary input data, binary outputs asked for and answered (BYTES come back as bytes).
     inp = httpclient.InferInput("X", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     result = client.infer("rf", [inp])
     probs = result.as_numpy("probabilities")
     assert probs is not None and probs.shape == (3, 3)
-    assert list(result.as_numpy("label")) == [["low", "mid", "high"][i] for i in probs.argmax(axis=1)]
+    labels = result.as_numpy("label")
+    assert labels is not None
+    assert [v.decode() for v in labels] == [["low", "mid", "high"][i] for i in probs.argmax(axis=1)]
     with pytest.raises(Exception, match="unknown input 'wrong'"):
         bad = httpclient.InferInput("wrong", [1, 20], "FP32")
         bad.set_data_from_numpy(x[:1], binary_data=False)

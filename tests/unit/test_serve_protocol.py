@@ -39,8 +39,8 @@ ROW = [float(i) / 3 for i in range(20)]
 def test_v2_answers_labels_and_probabilities_like_scikit_learn(forest: tuple[Any, Codec]) -> None:
     estimator, codec = forest
     x = training_data("random_forest")[0][:5]
-    rows, request_id = codec.decode_v2(v2(x.tolist(), shape=[5, 20], id="r1"))
-    assert request_id == "r1"
+    rows, request_id, wanted = codec.decode_v2(v2(x.tolist(), shape=[5, 20], id="r1"))
+    assert request_id == "r1" and wanted is None  # no outputs named: all of them, as JSON
     answer = json.loads(codec.encode_v2(codec.model.predict(rows), request_id))
     assert answer["model_name"] == "random-forest" and answer["id"] == "r1"
     label, probs = answer["outputs"]
@@ -79,7 +79,7 @@ def test_binary_tensor_extension(forest: tuple[Any, Codec]) -> None:
             ]
         }
     )
-    rows, _ = codec.decode_v2(header + raw, len(header))
+    rows, _, _ = codec.decode_v2(header + raw, len(header))
     np.testing.assert_allclose(rows[0], ROW, rtol=1e-6)
 
 
@@ -179,7 +179,7 @@ def test_regression_answers_values(tmp_path: Path) -> None:
     estimator = build_model_dir(tmp_path, "linear_regression")
     codec = Codec(Model(tmp_path))
     x = training_data("linear_regression")[0][:3]
-    rows, _ = codec.decode_v2(v2(x.tolist(), shape=[3, 20]))
+    rows, _, _ = codec.decode_v2(v2(x.tolist(), shape=[3, 20]))
     out = json.loads(codec.encode_v2(codec.model.predict(rows), None))["outputs"]
     assert [o["name"] for o in out] == ["predictions"]
     np.testing.assert_allclose(out[0]["data"], estimator.predict(x), rtol=1e-4, atol=1e-3)
@@ -229,9 +229,101 @@ def test_a_graph_with_a_fixed_batch_size(tmp_path: Path) -> None:
     (tmp_path / "model-card.json").write_text(json.dumps({**card, "sha256": None}))
     codec = Codec(Model(tmp_path))
     assert json.loads(codec.metadata)["inputs"][0]["shape"] == [1, 20]
-    x, _ = codec.decode_v2(v2(ROW))
+    x, _, _ = codec.decode_v2(v2(ROW))
     assert codec.model.predict(x).labels is not None
     with pytest.raises(ClientError, match=r"shape \[2, 20\]; the model takes \[1, 20\]"):
         codec.decode_v2(v2(ROW * 2, shape=[2, 20]))
     with pytest.raises(ClientError, match="must be exactly 1 rows of 20 numbers"):
         codec.decode_v1(orjson.dumps({"instances": [ROW, ROW]}))
+
+
+def split_binary(body: bytes, json_length: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    header = json.loads(body[:json_length])
+    blobs, offset = {}, json_length
+    for out in header["outputs"]:
+        size = out.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            blobs[out["name"]] = body[offset : offset + size]
+            offset += size
+    assert offset == len(body)
+    return header, blobs
+
+
+def test_outputs_named_and_binary(forest: tuple[Any, Codec]) -> None:
+    estimator, codec = forest
+    x = training_data("random_forest")[0][:4]
+    body = orjson.dumps(
+        {
+            "id": "b",
+            "inputs": [{"name": "X", "shape": [4, 20], "datatype": "FP32", "data": x.tolist()}],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    )
+    rows, request_id, wanted = codec.decode_v2(body)
+    assert wanted == (("probabilities", True),)
+    answer, json_length = codec.encode_v2_outputs(codec.model.predict(rows), request_id, wanted)
+    assert json_length is not None
+    header, blobs = split_binary(answer, json_length)
+    assert header["id"] == "b" and [o["name"] for o in header["outputs"]] == ["probabilities"]
+    probs = np.frombuffer(blobs["probabilities"], dtype="<f4").reshape(4, 3)
+    np.testing.assert_allclose(probs, estimator.predict_proba(x), atol=1e-5)
+
+    everything = orjson.dumps(
+        {
+            "inputs": [{"name": "X", "shape": [4, 20], "datatype": "FP32", "data": x.tolist()}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    rows, _, wanted = codec.decode_v2(everything)
+    assert wanted == (("label", True), ("probabilities", True))
+    answer, json_length = codec.encode_v2_outputs(codec.model.predict(rows), None, wanted)
+    assert json_length is not None
+    _, blobs = split_binary(answer, json_length)
+    labels, raw = [], blobs["label"]
+    while raw:  # BYTES: 4-byte little-endian length, then the bytes
+        n = int.from_bytes(raw[:4], "little")
+        labels.append(raw[4 : 4 + n].decode())
+        raw = raw[4 + n :]
+    assert labels == [["low", "mid", "high"][i] for i in estimator.predict(x)]
+
+    json_only = orjson.dumps(
+        {
+            "inputs": [{"name": "X", "shape": [4, 20], "datatype": "FP32", "data": x.tolist()}],
+            "outputs": [{"name": "label"}],
+        }
+    )
+    rows, _, wanted = codec.decode_v2(json_only)
+    assert wanted == (("label", False),)
+    answer, json_length = codec.encode_v2_outputs(codec.model.predict(rows), None, wanted)
+    assert json_length is None
+    assert json.loads(answer)["outputs"] == [
+        {"name": "label", "datatype": "BYTES", "shape": [4], "data": labels}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ([{"name": "scores"}], "unknown output 'scores'; the model has label, probabilities"),
+        ("label", "'outputs' must be a list of objects"),
+        (["label"], "'outputs' must be a list of objects"),
+    ],
+)
+def test_unknown_outputs_are_refused(forest: tuple[Any, Codec], outputs: Any, message: str) -> None:
+    body = orjson.dumps(
+        {"inputs": [{"name": "X", "shape": [1, 20], "datatype": "FP32", "data": ROW}], "outputs": outputs}
+    )
+    with pytest.raises(ClientError) as e:
+        forest[1].decode_v2(body)
+    assert e.value.status == 400 and message in e.value.message
+
+
+def test_int64_labels_in_binary(tmp_path: Path) -> None:
+    build_model_dir(tmp_path, "logistic_regression", classes=[0, 1, 2])
+    codec = Codec(Model(tmp_path))
+    pred = codec.model.predict(np.zeros((2, 20), np.float32))
+    answer, json_length = codec.encode_v2_outputs(pred, None, (("label", True),))
+    assert json_length is not None
+    _, blobs = split_binary(answer, json_length)
+    assert pred.labels is not None
+    assert np.frombuffer(blobs["label"], dtype="<i8").tolist() == pred.labels.tolist()

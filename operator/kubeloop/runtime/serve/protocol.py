@@ -21,6 +21,8 @@ from .model import Model, Prediction
 NUMERIC_DATATYPES = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
+# Outputs a V2 request asked for, each with "send as binary"; None: all of them, as JSON (the fast path).
+Wanted = tuple[tuple[str, bool], ...] | None
 # Dtypes that the binary tensor extension may carry, by V2 datatype.
 BINARY_DTYPES = {
     "FP16": np.float16,
@@ -71,6 +73,9 @@ class Codec:
         classes = model.card.classes
         self.label_datatype = "INT64" if all(isinstance(c, int) for c in classes) else "BYTES"
         self._class_json = [orjson.dumps(c) for c in classes]
+        # BYTES in the binary extension: each element is a 4-byte little-endian length, then the bytes.
+        self._class_binary = [len(s).to_bytes(4, "little") + s for s in (str(c).encode() for c in classes)]
+        self.output_names = ("label", "probabilities") if model.classification else ("predictions",)
         self._feature_index = {f: i for i, f in enumerate(model.card.features)}
         head = {"model_name": model.name, "model_version": model.version}
         self._v2_head = orjson.dumps(head)[:-1]  # '{"model_name":...,"model_version":...' reused every time
@@ -103,8 +108,8 @@ class Codec:
 
     # ------------------------------------------------------------------------------------------ decode
 
-    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[np.ndarray, Any]:
-        """Returns (rows, request id). ``json_length`` is set by the binary tensor extension."""
+    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[np.ndarray, Any, Wanted]:
+        """Returns (rows, request id, outputs asked for). ``json_length``: the binary tensor extension."""
         binary = b""
         if json_length is not None:
             if json_length > len(body):
@@ -158,7 +163,28 @@ class Codec:
             raise ClientError(400, f"input '{name}' has {array.size} values, but shape {shape} needs {rows}")
         x = array.astype(np.float32, copy=False).reshape(shape[0], self.n_features)
         self._check_finite(x, array, name)
-        return x, doc.get("id")
+        outputs, params = doc.get("outputs"), doc.get("parameters")
+        all_binary = type(params) is dict and params.get("binary_data_output") is True
+        wanted = None if outputs is None and not all_binary else self._wanted(outputs, all_binary)
+        return x, doc.get("id"), wanted
+
+    def _wanted(self, outputs: Any, binary: bool) -> tuple[tuple[str, bool], ...]:
+        """The outputs a request names (all when it names none), each with whether to send it binary."""
+        if outputs is None:
+            return tuple((name, binary) for name in self.output_names)
+        if type(outputs) is not list or not all(type(o) is dict for o in outputs):
+            raise ClientError(400, "'outputs' must be a list of objects with a name")
+        wanted = []
+        for o in outputs:
+            if o.get("name") not in self.output_names:
+                raise ClientError(
+                    400, f"unknown output {o.get('name')!r}; the model has {', '.join(self.output_names)}"
+                )
+            params = o.get("parameters")
+            wanted.append(
+                (o["name"], bool(params.get("binary_data", binary)) if type(params) is dict else binary)
+            )
+        return tuple(wanted)
 
     def decode_v1(self, body: bytes) -> np.ndarray:
         doc = _loads(body)
@@ -268,6 +294,44 @@ class Codec:
                 b"}]}",
             ]
         return b"".join(parts)
+
+    def encode_v2_outputs(
+        self, pred: Prediction, request_id: Any, wanted: tuple[tuple[str, bool], ...]
+    ) -> tuple[bytes, int | None]:
+        """The outputs a request named, some perhaps in the binary tensor extension.
+
+        Returns (body, JSON header length when binary parts follow it, else None).
+        """
+        head: dict[str, Any] = {"model_name": self.model.name, "model_version": self.model.version}
+        if request_id is not None:
+            head["id"] = request_id
+        outputs, blobs = [], []
+        for name, binary in wanted:
+            datatype, shape, data, blob = self._output(name, pred, binary)
+            out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+            if binary:
+                out["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                out["data"] = data
+            outputs.append(out)
+        head["outputs"] = outputs
+        header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+        return (header + b"".join(blobs), len(header)) if blobs else (header, None)
+
+    def _output(self, name: str, pred: Prediction, binary: bool) -> tuple[str, list[int], Any, bytes]:
+        if name == "label":
+            assert pred.labels is not None
+            idx = pred.labels.tolist()
+            if self.label_datatype == "INT64":
+                values = np.asarray(self.model.card.classes, dtype="<i8")[pred.labels]
+                return "INT64", [len(idx)], values, values.tobytes() if binary else b""
+            blob = b"".join([self._class_binary[i] for i in idx]) if binary else b""
+            return "BYTES", [len(idx)], [self.model.card.classes[i] for i in idx], blob
+        array = pred.probabilities if name == "probabilities" else pred.values
+        assert array is not None
+        array = np.ascontiguousarray(array, dtype="<f4")
+        return "FP32", list(array.shape), array.ravel(), array.tobytes() if binary else b""
 
     def encode_v1(self, pred: Prediction) -> bytes:
         if pred.probabilities is not None and pred.labels is not None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .metrics import Metrics
 from .model import Model, ModelLoadError, Prediction
-from .protocol import ClientError, Codec
+from .protocol import ClientError, Codec, Wanted
 
 REASONS = {
     200: "OK",
@@ -44,6 +44,7 @@ REASONS = {
     503: "Service Unavailable",
 }
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 TOKEN_RELOAD_SECONDS = 10.0  # a mounted Secret is updated in place by the kubelet
 
@@ -85,7 +86,7 @@ _heads: dict[tuple[int, bool, bytes], bytes] = {}
 
 
 def head(status: int, keep_alive: bool, content_type: bytes = JSON) -> bytes:
-    """Status line and headers up to ``content-length: `` (the length is the only thing that varies)."""
+    """Status line and the headers that never vary (the length is added per answer)."""
     key = (status, keep_alive, content_type)
     h = _heads.get(key)
     if h is None:
@@ -94,7 +95,7 @@ def head(status: int, keep_alive: bool, content_type: bytes = JSON) -> bytes:
             h += b"www-authenticate: Bearer\r\n"
         if not keep_alive:
             h += b"connection: close\r\n"
-        h = _heads[key] = h + b"content-length: "
+        _heads[key] = h
     return h
 
 
@@ -111,6 +112,7 @@ class Item:
         "request_id",
         "status",
         "t0",
+        "wanted",
         "x",
     )
 
@@ -126,10 +128,11 @@ class Item:
         status: int = 200,
         body: bytes = b"",
         content_type: bytes = JSON,
+        wanted: Wanted = None,
     ) -> None:
         self.conn, self.kind, self.protocol, self.keep_alive, self.t0 = conn, kind, protocol, keep_alive, t0
         self.x, self.request_id, self.status, self.body = x, request_id, status, body
-        self.content_type = content_type
+        self.content_type, self.wanted = content_type, wanted
 
 
 class App:
@@ -238,13 +241,13 @@ class App:
             assert codec is not None
             try:
                 if kind == INFER_V2:
-                    x, request_id = codec.decode_v2(body, json_length)
+                    x, request_id, wanted = codec.decode_v2(body, json_length)
                 else:
-                    x, request_id = codec.decode_v1(body), None
+                    x, request_id, wanted = codec.decode_v1(body), None, None
             except ClientError as e:
                 conn.answer(e.status, error_body(e.message), protocol, keep_alive, t0)
                 return
-            item = Item(conn, kind, protocol, keep_alive, t0, x, request_id)
+            item = Item(conn, kind, protocol, keep_alive, t0, x, request_id, wanted=wanted)
             conn.inflight += 1
             if not self.config.batching:
                 self._run([item])
@@ -335,8 +338,13 @@ class App:
             n = len(it.x)
             part = pred if len(xs) == 1 else pred.rows(offset, offset + n)
             offset += n
-            body = codec.encode_v2(part, it.request_id) if it.kind == INFER_V2 else codec.encode_v1(part)
-            it.conn.write(200, body, it.protocol, it.keep_alive, it.t0)
+            if it.kind == PREDICT_V1:
+                it.conn.write(200, codec.encode_v1(part), it.protocol, it.keep_alive, it.t0)
+            elif it.wanted is None:
+                it.conn.write(200, codec.encode_v2(part, it.request_id), it.protocol, it.keep_alive, it.t0)
+            else:
+                body, json_length = codec.encode_v2_outputs(part, it.request_id, it.wanted)
+                it.conn.write(200, body, it.protocol, it.keep_alive, it.t0, JSON, json_length)
 
     def enqueue_answer(self, item: Item) -> None:
         """An answer for a connection whose earlier (pipelined) request is still in the batch queue."""
@@ -469,7 +477,14 @@ class Connection(asyncio.Protocol):
         self.write(status, body, protocol, keep_alive, t0, content_type)
 
     def write(
-        self, status: int, body: bytes, protocol: str, keep_alive: bool, t0: float, content_type: bytes = JSON
+        self,
+        status: int,
+        body: bytes,
+        protocol: str,
+        keep_alive: bool,
+        t0: float,
+        content_type: bytes = JSON,
+        json_length: int | None = None,
     ) -> None:
         metrics = self.app.metrics
         if protocol and metrics is not None:
@@ -478,7 +493,11 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         keep_alive = keep_alive and not self.app.draining
-        transport.write(b"%s%d\r\n\r\n%s" % (head(status, keep_alive, content_type), len(body), body))
+        if json_length is None:
+            h = head(status, keep_alive, content_type)
+        else:  # the binary tensor extension: a JSON header of this length, then the raw tensors
+            h = head(status, keep_alive, OCTETS) + b"inference-header-content-length: %d\r\n" % json_length
+        transport.write(b"%scontent-length: %d\r\n\r\n%s" % (h, len(body), body))
         if not keep_alive:
             transport.close()
         self.busy = self.inflight > 0
