@@ -11,8 +11,9 @@ Endpoints (``NAME`` is ``--model-name`` or the card's; ``VERSION`` the first 16 
   loading or draining. A model that cannot be served exits 2 with ``{"ok": false, "reason", "message"}``
   in the termination log.
 - ``GET /v2/models/NAME[/versions/VERSION]`` — V2 metadata (+ ``sha256``, ``features``, ``classes``).
-- ``POST /v2/models/NAME[/versions/VERSION]/infer`` — V2 JSON (and the binary tensor extension for inputs);
-  answers ``label`` + ``probabilities`` (classification) or ``predictions`` (regression).
+- ``POST /v2/models/NAME[/versions/VERSION]/infer`` — V2 JSON; answers ``label`` + ``probabilities``
+  (classification) or ``predictions`` (regression), or the ``outputs`` a request names; the binary tensor
+  extension both ways (``binary_data_size`` inputs, ``binary_data`` / ``binary_data_output`` answers).
 - ``GET /v1/models/NAME``, ``POST /v1/models/NAME:predict`` — ``{"instances": [[...]] | [{feature: v}]}``.
 - ``GET /metrics`` — Prometheus text (names in docs/contracts.md).
 
