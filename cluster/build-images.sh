@@ -52,7 +52,7 @@ if [[ ! -f $archive ]]; then
   mv "$archive.tmp" "$archive"
   # keep one archive: the images of older sources are of no use and are large
   find "$cache/images" -name 'kubeloop-*.tar' ! -path "$archive" -delete
-  podman image prune -f >/dev/null
+  podman image prune -f >/dev/null 2>&1 || true  # best effort: an image a container still uses stays
   echo "images built in $(( $(date +%s) - start )) s" >&2
 fi
 
