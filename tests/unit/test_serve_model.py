@@ -95,3 +95,23 @@ def test_trainer_style_card(lr_dir: Path, tmp_path: Path) -> None:
     model = Model(d)
     assert model.name == "iris-lr" and model.version == model.sha256[:16]
     assert Model(d, name="served-as").name == "served-as"
+
+
+def test_a_zipmap_export_still_serves(lr_dir: Path, tmp_path: Path) -> None:
+    """skl2onnx's default ZipMap output (a list of dicts) is slower but must give the same answer."""
+    from skl2onnx import to_onnx
+
+    from kubeloop.runtime.serve.examples import training_data
+
+    d = copy_dir(lr_dir, tmp_path / "m")
+    x = training_data("logistic_regression")[0]
+    from sklearn.linear_model import LogisticRegression
+
+    y = Model(lr_dir).predict(x).labels
+    estimator = LogisticRegression(max_iter=1000).fit(x, y)
+    (d / "model.onnx").write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
+    edit_card(d, sha256=None)
+    pred = Model(d).predict(x[:5])
+    assert pred.probabilities is not None and pred.labels is not None
+    np.testing.assert_allclose(pred.probabilities, estimator.predict_proba(x[:5]), atol=1e-5)
+    assert pred.labels.tolist() == estimator.predict(x[:5]).tolist()
