@@ -100,13 +100,12 @@ def test_trainer_style_card(lr_dir: Path, tmp_path: Path) -> None:
 def test_a_zipmap_export_still_serves(lr_dir: Path, tmp_path: Path) -> None:
     """skl2onnx's default ZipMap output (a list of dicts) is slower but must give the same answer."""
     from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
 
     from kubeloop.runtime.serve.examples import training_data
 
     d = copy_dir(lr_dir, tmp_path / "m")
     x = training_data("logistic_regression")[0]
-    from sklearn.linear_model import LogisticRegression
-
     y = Model(lr_dir).predict(x).labels
     estimator = LogisticRegression(max_iter=1000).fit(x, y)
     (d / "model.onnx").write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
