@@ -391,6 +391,9 @@ def start_control_plane(bins: Path) -> None:
             PKI / "apiserver-kubelet-client.crt",
             "--kubelet-client-key",
             PKI / "apiserver-kubelet-client.key",
+            # the node's name is not in any DNS the host uses: reach the kubelet by its address
+            "--kubelet-preferred-address-types",
+            "InternalIP,Hostname",
             "--kubelet-certificate-authority",
             PKI / "ca.crt",
             "--service-cluster-ip-range",
@@ -771,7 +774,7 @@ def coredns_manifests() -> str:
             },
         },
     ]
-    return "\n---\n".join(json.dumps(o) for o in objects)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
 
 
 def kubectl(*args: str, input: str | None = None) -> str:

@@ -10,7 +10,7 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _apply(kubectl: Kubectl, *objects: dict) -> None:  # type: ignore[type-arg]
-    kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
 
 
 def _pod_spec(image: str, command: list[str]) -> dict:  # type: ignore[type-arg]
