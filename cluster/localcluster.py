@@ -486,6 +486,8 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state beside ours, not in /run/containerd/runc
+        Root = "{RUN_DIR / "runc"}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni_dir / "net.d"}"
@@ -810,6 +812,27 @@ def remove_cgroups() -> None:
                     os.rmdir(dirpath)
 
 
+# Paths the kubelet, containerd's shims and libcni use whatever they are told: emptied at `down`, then
+# removed if nothing else is left in them.
+FIXED_PATHS = {
+    Path("/var/lib/kubelet/device-plugins"): ["kubelet.sock"],
+    Path("/var/lib/cni/results"): ["kubeloop-*", "cni-loopback-*"],
+    Path("/run/containerd/s"): ["*"],
+    Path("/var/log/containers"): [],
+    Path("/run/netns"): [],
+}
+
+
+def remove_fixed_paths() -> None:
+    for directory, patterns in FIXED_PATHS.items():
+        for pattern in patterns:
+            for leftover in directory.glob(pattern):
+                leftover.unlink(missing_ok=True)
+        for empty in (directory, directory.parent):
+            with contextlib.suppress(OSError):
+                empty.rmdir()  # only succeeds when empty: what others keep there stays
+
+
 def down() -> None:
     for name in ("kube-proxy", "kubelet"):
         stop(name)
@@ -842,6 +865,7 @@ def down() -> None:
     for link in Path("/var/log/containers").glob("*.log") if Path("/var/log/containers").exists() else []:
         if str(STATE_DIR) in os.readlink(link):
             link.unlink()
+    remove_fixed_paths()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     KUBECONFIG.unlink(missing_ok=True)

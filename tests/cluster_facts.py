@@ -71,6 +71,19 @@ def facts() -> dict[str, Any]:
         ),
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")),
         "state_dirs": sorted(str(p) for p in (STATE_DIR, RUN_DIR) if p.exists()),
+        # where the kubelet, containerd and libcni write whatever they are told
+        "fixed_paths": sorted(
+            str(p)
+            for d in (
+                "/var/lib/kubelet",
+                "/var/lib/cni",
+                "/run/containerd",
+                "/run/netns",
+                "/var/log/containers",
+            )
+            if Path(d).exists()
+            for p in [Path(d), *Path(d).rglob("*")]
+        ),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
     }
 
