@@ -12,7 +12,7 @@ export KUBECONFIG ?= $(CURDIR)/.kube/config
 demo: cluster-up ## Run the whole loop: local cluster, images, operator installed by Helm, samples applied, a prediction
 	$(PYTHON) cluster/demo.py
 
-test: venv host-deps ## Run every test: unit, then integration and e2e against the local cluster (set up by itself)
+test: venv host-deps lint ## Lint, then every test: unit, integration and e2e on a real local Kubernetes (set up by itself)
 	$(VENV)/bin/pytest -ra
 
 ##@ Development
