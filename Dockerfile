@@ -41,6 +41,9 @@ COPY operator ./operator
 RUN /opt/kubeloop/bin/pip install -q --no-compile --no-deps .
 
 FROM ${BASE_IMAGE} AS runtime-base
+# A named user: some libraries (kopf's peering identity, getpass) look the uid up in /etc/passwd.
+RUN groupadd --gid 65532 kubeloop && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp \
+    --shell /usr/sbin/nologin kubeloop
 # A fixed non-root user; the pods also set runAsNonRoot and a read-only root filesystem.
 ENV PATH=/opt/kubeloop/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 USER 65532:65532

@@ -31,8 +31,17 @@ def bin_dir() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or str(REPO / ".kube" / "config")
+
+
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    res = subprocess.run([str(bin_dir() / "kubectl"), *args], input=input, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(bin_dir() / "kubectl"), "--kubeconfig", kubeconfig(), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+    )
     if check and res.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)} failed:\n{res.stderr}")
     return res.stdout
@@ -52,6 +61,8 @@ def install_operator(images: dict[str, str], store_uri: str = STORE_URI) -> None
     subprocess.run(
         [
             str(bin_dir() / "helm"),
+            "--kubeconfig",
+            kubeconfig(),
             "upgrade",
             "--install",
             RELEASE,
@@ -162,7 +173,6 @@ def main() -> int:
     parser.add_argument("--namespace", default="kubeloop-demo")
     args = parser.parse_args()
     ns = args.namespace
-    os.environ.setdefault("KUBECONFIG", str(REPO / ".kube" / "config"))
     t0 = time.monotonic()
     print("1. images (built when their inputs changed, imported into the node)", flush=True)
     images = build_images()
@@ -190,7 +200,7 @@ def main() -> int:
     print(f"5. a prediction through the Service, from a pod: POST {infer_url}", flush=True)
     print("  ", predict_in_cluster(ns, infer_url, images["trainer"], body), flush=True)
     print(kubectl("get", "kubeloop", "-n", ns))
-    print(f"the loop ran in {time.monotonic() - t0:.0f}s; KUBECONFIG={os.environ['KUBECONFIG']}")
+    print(f"the loop ran in {time.monotonic() - t0:.0f}s; KUBECONFIG={kubeconfig()}")
     return 0
 
 

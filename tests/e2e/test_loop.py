@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 
 @pytest.fixture(scope="session")
 def operator_installed(node: Path, images: dict[str, str]) -> dict[str, str]:
+    os.environ["KUBECONFIG"] = str(node)
     demo.install_operator(images)
     return images
 
