@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,20 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
 import demo
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-
-
-@pytest.fixture(scope="session")
-def operator_installed(node: Path, images: dict[str, str]) -> dict[str, str]:
-    os.environ["KUBECONFIG"] = str(node)
-    demo.install_operator(images)
-    return images
 
 
 def _status(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict:  # type: ignore[type-arg]

@@ -20,6 +20,12 @@ MODEL_DIR = "/var/run/kubeloop/model"
 AUTH_DIR = "/var/run/kubeloop/auth"
 MODEL_DIGEST_ANNOTATION = "kubeloop.io/model-sha256"
 DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# On SIGTERM the server reports not ready but keeps serving for DRAIN_DELAY seconds, so the endpoint is
+# gone from every node's proxy rules before it stops accepting; then it finishes what is in flight for
+# at most DRAIN_TIMEOUT seconds. The grace period covers both, so the kubelet never kills it mid-request.
+DRAIN_DELAY_SECONDS = 5
+DRAIN_TIMEOUT_SECONDS = 10
+TERMINATION_GRACE_SECONDS = DRAIN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
 FETCH_RESOURCES: Manifest = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 
 
@@ -40,6 +46,7 @@ def serve_args(name: str, sha256: str, spec: ModelDeploymentSpec) -> list[str]:
     """`serve` refuses to become ready unless the model it loaded has the expected digest."""
     args = ["serve", "--model-dir", MODEL_DIR, "--expected-sha256", sha256, "--port", str(PORT)]
     args += ["--model-name", name]
+    args += ["--drain-delay", str(DRAIN_DELAY_SECONDS), "--drain-timeout", str(DRAIN_TIMEOUT_SECONDS)]
     if spec.auth is not None:
         args += ["--auth-token-file", f"{AUTH_DIR}/{spec.auth.token_secret_ref.key}"]
     return args
@@ -119,6 +126,7 @@ def deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     "securityContext": pod_security_context(),
                     "initContainers": [fetch],
                     "containers": [serve],

@@ -8,8 +8,16 @@ from pydantic import ValidationError
 
 from kubeloop.api import API_VERSION, MODEL_DEPLOYMENT
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
-from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, autoscaler, deployment, service, service_url
+from kubeloop.builders.serving import (
+    MODEL_DIGEST_ANNOTATION,
+    autoscaler,
+    deployment,
+    selector,
+    service,
+    service_url,
+)
 from kubeloop.controllers.framework import Context, register
+from kubeloop.controllers.jobs import parse_result, reason_word
 from kubeloop.controllers.kube import Obj
 
 Model = dict[str, Any]
@@ -97,6 +105,34 @@ def rollout_state(live: Obj, sha256: str) -> tuple[bool, bool, int, str]:
     return ready, degraded, ready_replicas, message
 
 
+def load_failure(pods: list[Obj], sha256: str) -> tuple[str, str] | None:
+    """(reason, message) when a pod of this model failed to fetch or load it, from the runtime's result.
+
+    The fetch init step and the server exit with a JSON result in their termination message (the runtime
+    contract); a pod that keeps failing shows it in ``state`` or, between restarts, ``lastState``.
+    """
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if (
+            meta.get("deletionTimestamp")
+            or meta.get("annotations", {}).get(MODEL_DIGEST_ANNOTATION) != sha256
+        ):
+            continue
+        status = pod.get("status", {})
+        for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+            for state in (container.get("state", {}), container.get("lastState", {})):
+                terminated = state.get("terminated") or {}
+                if not terminated or terminated.get("exitCode", 0) == 0:
+                    continue
+                result = parse_result(terminated.get("message"))
+                reason = reason_word(
+                    str(result.get("reason") or terminated.get("reason") or "ContainerFailed")
+                )
+                detail = str(result.get("message") or f"exit code {terminated.get('exitCode')}")
+                return reason, f"pod {meta.get('name')}: {container.get('name')} failed: {detail}"[:1024]
+    return None
+
+
 def reconcile(ctx: Context) -> Obj:
     try:
         spec = ModelDeploymentSpec.model_validate(ctx.spec)
@@ -133,13 +169,26 @@ def reconcile(ctx: Context) -> Obj:
         "replicas": int(live.get("spec", {}).get("replicas", 1)),
         "readyReplicas": ready_replicas,
     }
-    ctx.conditions.set(
-        "Degraded", "True" if degraded else "False", "RolloutStuck" if degraded else "Healthy", summary
+    failure = (
+        None
+        if ready
+        else load_failure(ctx.kube.list("v1", "Pod", ctx.namespace, selector(ctx.name)), model["sha256"])
     )
+    if failure is not None:
+        reason, detail = failure
+        ctx.conditions.set(
+            "Degraded", "True", reason, f"model {model['sha256'][:12]} cannot be served: {detail}"
+        )
+    else:
+        ctx.conditions.set(
+            "Degraded", "True" if degraded else "False", "RolloutStuck" if degraded else "Healthy", summary
+        )
     if ready:
         fields["model"] = {k: v for k, v in model.items() if v is not None}
         ctx.conditions.set("Ready", "True", "ModelServing", summary)
         ctx.conditions.set("Progressing", "False", "RolloutComplete", summary)
+    elif failure is not None:
+        ctx.conditions.set("Ready", "False", failure[0], f"{summary}: {failure[1]}")
     else:
         ctx.conditions.set(
             "Ready", "False", "ModelLoading", f"{summary}: waiting for the pods to load and self-test it"

@@ -257,11 +257,15 @@ def check_rules(df: pd.DataFrame, validation: dict[str, Any]) -> pd.DataFrame:
         raise DataError("TooFewRows", f"the data has {len(df)} rows; validation.minRows is {min_rows}")
     max_null = float(validation.get("maxNullFraction", 1.0))
     for name in df.columns:
-        fraction = float(df[name].isna().mean()) if len(df) else 0.0
+        empty = df[name].isna().to_numpy()
+        fraction = float(empty.mean()) if len(df) else 0.0
         if fraction > max_null:
+            rows = np.flatnonzero(empty)[:MAX_ERRORS] + 1
+            more = ", ..." if int(empty.sum()) > MAX_ERRORS else ""
             raise DataError(
                 "TooManyNulls",
-                f"column {name!r} is {fraction:.1%} empty; validation.maxNullFraction is {max_null:.1%}",
+                f"column {name!r} is {fraction:.1%} empty (rows {', '.join(map(str, rows))}{more}); "
+                f"validation.maxNullFraction is {max_null:.1%}",
             )
     policy = validation.get("duplicates", "keep")
     duplicated = df.duplicated(keep="first").to_numpy()

@@ -1,0 +1,165 @@
+"""ModelDeployment on a real node: a wrong digest never serves, and a model change drops no request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from e2e_support import (
+    Kubectl,
+    Obj,
+    apply,
+    conditions,
+    events,
+    get,
+    iris_dataset,
+    pod_output,
+    start_pod,
+    status,
+    training_job,
+    wait_condition,
+    wait_for,
+)
+
+# A load generator: V2 requests in a loop, each on a new connection through the Service, counting every
+# answer that is not a 200 and every connection error. It runs until it has seen a second model version
+# for AFTER seconds (the old pods drain and go meanwhile), or MAX seconds, and prints its counts as JSON.
+LOAD = """
+import json, sys, time, urllib.error, urllib.request
+url, body, after, most = sys.argv[1], sys.argv[2].encode(), float(sys.argv[3]), float(sys.argv[4])
+ok, codes, errors, versions, first, changed = 0, {}, {}, {}, None, None
+print(json.dumps({"started": url}), flush=True)
+start = time.monotonic()
+while time.monotonic() - start < most and (changed is None or time.monotonic() - changed < after):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            version = json.loads(answer.read())["model_version"]
+        ok += 1
+        versions[version] = versions.get(version, 0) + 1
+        first = first or version
+        if version != first and changed is None:
+            changed = time.monotonic()
+    except urllib.error.HTTPError as error:
+        codes[str(error.code)] = codes.get(str(error.code), 0) + 1
+    except Exception as error:
+        kind = type(error).__name__ + ": " + str(error)[:80]
+        errors[kind] = errors.get(kind, 0) + 1
+print(json.dumps({"ok": ok, "failed": sum(codes.values()), "codes": codes, "errors": sum(errors.values()),
+                  "errorKinds": errors, "versions": versions, "seconds": round(time.monotonic() - start, 1)}))
+"""
+
+BODY = {
+    "inputs": [
+        {
+            "name": "input",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
+        }
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def two_models(kubectl: Kubectl, operator_installed: dict[str, str]) -> Iterator[list[Obj]]:
+    """Two different iris models in the store (trained once for this module, in a namespace of its own)."""
+    namespace = f"t-serving-models-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    try:
+        jobs = [
+            training_job(f"lr-{i}", "LogisticRegression", {"C": c, "max_iter": 300})
+            for i, c in enumerate((0.05, 5.0))
+        ]
+        apply(kubectl, namespace, iris_dataset(), *jobs)
+        models = []
+        for job in jobs:
+            name = job["metadata"]["name"]
+            wait_condition(
+                kubectl, "trainingjob", name, namespace, "Succeeded", timeout=400, unless=("Failed", "True")
+            )
+            models.append(status(kubectl, "trainingjob", name, namespace)["model"])
+        assert models[0]["sha256"] != models[1]["sha256"]
+        yield models
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def model_deployment(name: str, model: Obj, sha256: str | None = None) -> Obj:
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": model["uri"], "sha256": sha256 or model["sha256"]},
+            "replicas": 1,
+            "rollout": {"strategy": "Rolling"},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        },
+    }
+
+
+def test_a_wrong_sha256_never_becomes_ready_and_says_why(
+    kubectl: Kubectl, namespace: str, two_models: list[Obj]
+) -> None:
+    right, other = two_models
+    # The first model's files, announced with the second model's digest: a mix-up the server must refuse.
+    apply(kubectl, namespace, model_deployment("mixup", right, sha256=other["sha256"]))
+
+    degraded = wait_condition(kubectl, "modeldeployment", "mixup", namespace, "Degraded", timeout=180)
+    assert degraded["reason"] == "ChecksumMismatch", degraded
+    assert "checksum mismatch" in degraded["message"], degraded["message"]
+    assert other["sha256"] in degraded["message"] and right["sha256"] in degraded["message"], degraded[
+        "message"
+    ]
+    assert any(e["reason"] == "ChecksumMismatch" for e in events(kubectl, namespace, "mixup"))
+
+    # And it stays that way: never Ready, no model in status, no pod ready.
+    time.sleep(10)
+    ready = conditions(kubectl, "modeldeployment", "mixup", namespace)["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "ChecksumMismatch", ready
+    served = status(kubectl, "modeldeployment", "mixup", namespace)
+    assert "model" not in served and served.get("readyReplicas", 0) == 0, served
+
+
+def test_a_model_change_drops_no_request(
+    kubectl: Kubectl, namespace: str, two_models: list[Obj], operator_installed: dict[str, str]
+) -> None:
+    before, after = two_models
+    apply(kubectl, namespace, model_deployment("iris", before))
+    wait_condition(
+        kubectl, "modeldeployment", "iris", namespace, "Ready", timeout=180, unless=("Degraded", "True")
+    )
+    url = status(kubectl, "modeldeployment", "iris", namespace)["url"].rstrip("/") + "/v2/models/iris/infer"
+
+    command = ["python3", "-c", LOAD, url, json.dumps(BODY), "25", "240"]
+    start_pod(kubectl, namespace, "load", operator_installed["trainer"], command)
+    wait_for(
+        lambda: "started" in kubectl("logs", "load", "-n", namespace, check=False).stdout,
+        120,
+        "the load generator to start",
+    )
+    time.sleep(3)  # some load on the first model before the change
+    patch = {"spec": {"model": {"uri": after["uri"], "sha256": after["sha256"]}}}
+    kubectl("patch", "modeldeployment", "iris", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+    def serving_new() -> bool:
+        served = get(kubectl, "modeldeployment", "iris", namespace).get("status", {})
+        ready = {c["type"]: c["status"] for c in served.get("conditions", [])}.get("Ready")
+        return served.get("model", {}).get("sha256") == after["sha256"] and ready == "True"
+
+    wait_for(serving_new, 240, "the new model's digest in status with Ready=True")
+    out = pod_output(kubectl, namespace, "load", timeout=240)
+    counts = json.loads(out.strip().splitlines()[-1])
+    print("load through the model change:", counts)
+    assert counts["failed"] == 0 and counts["errors"] == 0, counts
+    assert set(counts["versions"]) == {before["sha256"][:16], after["sha256"][:16]}, counts
+    assert counts["ok"] >= 100, counts
+
+
+def test_load_script_compiles() -> None:
+    subprocess.run(["python3", "-c", f"compile({LOAD!r}, 'load', 'exec')"], check=True)

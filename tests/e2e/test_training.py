@@ -1,0 +1,145 @@
+"""TrainingJob on a real node: the allow-list, retries of disruptions but not of data errors, a search."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+
+from e2e_support import (
+    STORE_ROOT,
+    Kubectl,
+    apply,
+    events,
+    get,
+    iris_dataset,
+    items,
+    job_active,
+    status,
+    training_job,
+    wait_condition,
+    wait_for,
+)
+
+
+def test_an_estimator_outside_the_allow_list_never_starts_a_pod(
+    kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
+) -> None:
+    apply(kubectl, namespace, iris_dataset(), training_job("forbidden", "Pipeline", {"steps": []}))
+
+    failed = wait_condition(kubectl, "trainingjob", "forbidden", namespace, "Failed", timeout=60)
+    assert failed["reason"] == "EstimatorNotAllowed", failed
+    assert "'Pipeline' is not in the operator's allow-list" in failed["message"], failed
+    assert "LogisticRegression" in failed["message"], "the message should say what is allowed"
+    assert any(e["reason"] == "EstimatorNotAllowed" for e in events(kubectl, namespace, "forbidden"))
+    # The Dataset's ingest runs meanwhile; nothing of the TrainingJob may: no Job, no Pod, not even later.
+    time.sleep(5)
+    selector = "kubeloop.io/trainingjob=forbidden"
+    assert items(kubectl, "jobs", namespace, selector) == []
+    assert items(kubectl, "pods", namespace, selector) == []
+    assert all(
+        p["metadata"]["labels"].get("app.kubernetes.io/component") != "train"
+        for p in items(kubectl, "pods", namespace)
+    )
+
+
+def test_a_killed_training_pod_is_retried_but_a_data_error_is_not(
+    kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
+) -> None:
+    # A forest takes a few seconds to fit, export and check: long enough to be caught running.
+    sturdy = training_job(
+        "sturdy", "RandomForestClassifier", {"n_estimators": 150, "random_state": 0}, backoffLimit=2
+    )
+    # C must be positive: scikit-learn refuses the parameter, the runtime exits 2 (a data/code error).
+    broken = training_job("broken", "LogisticRegression", {"C": -1.0}, backoffLimit=3)
+    apply(kubectl, namespace, iris_dataset(), sturdy, broken)
+
+    def running_pod() -> str | None:
+        for pod in items(kubectl, "pods", namespace, "kubeloop.io/trainingjob=sturdy"):
+            states = pod["status"].get("containerStatuses") or [{}]
+            if "running" in states[0].get("state", {}):
+                return str(pod["metadata"]["name"])
+        return None
+
+    victim = wait_for(running_pod, 240, "the training pod of sturdy to run", interval=0.3)
+    # A disruption: the pod is killed at once, mid-run, as a node loss or a forced deletion would.
+    kubectl("delete", "pod", victim, "-n", namespace, "--grace-period=0", "--force", "--wait=false")
+
+    wait_condition(
+        kubectl, "trainingjob", "sturdy", namespace, "Succeeded", timeout=300, unless=("Failed", "True")
+    )
+    done = status(kubectl, "trainingjob", "sturdy", namespace)
+    assert done["metrics"]["accuracy"] >= 0.85, done["metrics"]
+    (job,) = items(kubectl, "jobs", namespace, "kubeloop.io/trainingjob=sturdy")
+    assert job["status"].get("failed", 0) >= 1, f"the killed pod is not counted: {job['status']}"
+    assert job["status"].get("succeeded") == 1, job["status"]
+    assert victim not in {
+        p["metadata"]["name"] for p in items(kubectl, "pods", namespace, "kubeloop.io/trainingjob=sturdy")
+    }
+
+    failed = wait_condition(kubectl, "trainingjob", "broken", namespace, "Failed", timeout=120)
+    assert failed["reason"] == "TrainingFailed", failed
+    assert "FitFailed" in failed["message"] and "'C' parameter" in failed["message"], failed["message"]
+    trial = status(kubectl, "trainingjob", "broken", namespace)["trials"][0]
+    assert trial["state"] == "Failed" and "FitFailed" in trial["message"], trial
+    (job,) = items(kubectl, "jobs", namespace, "kubeloop.io/trainingjob=broken")
+    job_failed = {c["type"]: c for c in job["status"]["conditions"]}["Failed"]
+    assert job_failed["reason"] == "PodFailurePolicy", job_failed
+    # Failed at once: one pod, never retried although backoffLimit allows 3 retries.
+    assert job["status"].get("failed") == 1, job["status"]
+    assert len(items(kubectl, "pods", namespace, "kubeloop.io/trainingjob=broken")) == 1
+
+
+def test_a_search_of_six_trials_three_at_a_time_keeps_the_best(
+    kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
+) -> None:
+    grid = {"C": [0.01, 0.1, 10.0], "fit_intercept": [True, False]}
+    search = {
+        "strategy": "grid",
+        "parameters": [{"name": k, "values": v} for k, v in grid.items()],
+        "maxTrials": 6,
+        "parallelism": 3,
+        "objective": {"metric": "f1_macro", "direction": "maximize"},
+    }
+    apply(
+        kubectl,
+        namespace,
+        iris_dataset(),
+        training_job("search", "LogisticRegression", {"max_iter": 300}, search=search),
+    )
+
+    most_at_once = 0
+    selector = "kubeloop.io/trainingjob=search"
+
+    def finished() -> bool:
+        nonlocal most_at_once
+        most_at_once = max(
+            most_at_once, sum(job_active(j) for j in items(kubectl, "jobs", namespace, selector))
+        )
+        succeeded = get(kubectl, "trainingjob", "search", namespace).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Succeeded" and c["status"] in ("True", "False") for c in succeeded)
+
+    wait_for(finished, 600, "the search to finish")
+    wait_condition(kubectl, "trainingjob", "search", namespace, "Succeeded", timeout=5)
+    assert most_at_once == 3, f"at most {most_at_once} trials ran at once, parallelism is 3"
+    assert len(items(kubectl, "jobs", namespace, selector)) == 6
+
+    done = status(kubectl, "trainingjob", "search", namespace)
+    trials = done["trials"]
+    assert len(trials) == 6, trials
+    wanted = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    assert sorted(json.dumps(t["params"], sort_keys=True) for t in trials) == sorted(
+        json.dumps(p, sort_keys=True) for p in wanted
+    )
+    for trial in trials:
+        assert trial["state"] == "Succeeded", trial
+        assert {"accuracy", "f1_macro"} <= set(trial["metrics"]), trial
+
+    best = trials[done["bestTrial"]]
+    assert best["metrics"]["f1_macro"] == max(t["metrics"]["f1_macro"] for t in trials)
+    # The job's model is the best trial's: its metrics and its parameters.
+    assert done["metrics"] == best["metrics"]
+    assert {k: done["model"]["params"][k] for k in grid} == best["params"], done["model"]["params"]
+    model_file = next(STORE_ROOT.glob(f"**/models/{done['model']['sha256']}/model.onnx"))
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == done["model"]["sha256"]
