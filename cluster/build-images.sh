@@ -8,6 +8,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cache=${KUBELOOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeloop}
 mkdir -p "$cache/images"
+# one build at a time: two podman builds of the same tags race each other
+exec 9>"$cache/images/.lock"
+flock 9
 # podman needs rlimits within the hard limits here (no CAP_SYS_RESOURCE)
 limits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
