@@ -10,7 +10,17 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _apply(kubectl: Kubectl, *objects: dict) -> None:  # type: ignore[type-arg]
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    )
+
+
+def _wait(kubectl: Kubectl, namespace: str, *args: str) -> None:
+    """kubectl wait/rollout, and on a time-out the pods' state and events, to say why."""
+    res = kubectl(*args, "-n", namespace, check=False)
+    if res.returncode != 0:
+        pods = kubectl("describe", "pods", "-n", namespace, check=False).stdout
+        raise AssertionError(f"kubectl {' '.join(args)}: {res.stderr}\n{pods[-4000:]}")
 
 
 def _pod_spec(image: str, command: list[str]) -> dict:  # type: ignore[type-arg]
@@ -63,7 +73,7 @@ def test_a_locally_built_image_serves_a_service_reached_by_dns_name_from_a_job(
             "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
         },
     )
-    kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=180s")
+    _wait(kubectl, namespace, "rollout", "status", "deployment/web", "--timeout=180s")
 
     fetch = (
         "import urllib.request; "
@@ -81,7 +91,7 @@ def test_a_locally_built_image_serves_a_service_reached_by_dns_name_from_a_job(
             "spec": {"backoffLimit": 0, "template": {"spec": job_spec}},
         },
     )
-    kubectl("wait", "--for=condition=Complete", "job/client", "-n", namespace, "--timeout=180s")
+    _wait(kubectl, namespace, "wait", "--for=condition=Complete", "job/client", "--timeout=180s")
     logs = kubectl("logs", "job/client", "-n", namespace).stdout
     assert "bin listed: True" in logs, logs
 
@@ -106,7 +116,7 @@ def test_deleting_a_deployment_garbage_collects_its_pods(
             },
         },
     )
-    kubectl("rollout", "status", "deployment/sleeper", "-n", namespace, "--timeout=180s")
+    _wait(kubectl, namespace, "rollout", "status", "deployment/sleeper", "--timeout=180s")
     kubectl("delete", "deployment", "sleeper", "-n", namespace, "--cascade=background")
     kubectl("wait", "--for=delete", "pod", "-l", "app=sleeper", "-n", namespace, "--timeout=120s")
     assert kubectl("get", "replicasets", "-n", namespace, "-o", "name").stdout.strip() == ""
