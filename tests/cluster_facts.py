@@ -88,6 +88,22 @@ def facts() -> dict[str, Any]:
     }
 
 
+def kubectl_binary() -> str:
+    """The pinned kubectl built with the cluster (never another on PATH: its version could differ)."""
+    bin_dir = (
+        subprocess.run(
+            [str(REPO / "cluster" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return str(Path(bin_dir) / "kubectl")
+
+
+def binary(name: str) -> str:
+    return str(Path(kubectl_binary()).parent / name)
+
+
 class ClusterState:
     """What this test run knows about the cluster it uses (shared by conftest and the teardown test)."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cluster_facts import DEFAULT_KUBECONFIG, LOCALCLUSTER, REPO, STATE, facts
+from cluster_facts import DEFAULT_KUBECONFIG, LOCALCLUSTER, REPO, STATE, binary, facts, kubectl_binary
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -47,24 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-
-
-def kubectl_binary() -> str:
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    bin_dir = (
-        subprocess.run(
-            [str(REPO / "cluster" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    return str(Path(bin_dir) / "kubectl")
-
-
-def binary(name: str) -> str:
-    return str(Path(kubectl_binary()).parent / name)
 
 
 def cluster_answers(kubeconfig: Path) -> bool:
