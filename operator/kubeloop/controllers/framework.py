@@ -9,7 +9,6 @@ transition and keeps the metrics.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ from kubeloop.api import API_VERSION, Kind
 from kubeloop.builders.settings import Settings
 from kubeloop.controllers import metrics
 from kubeloop.controllers.conditions import Conditions
-from kubeloop.controllers.kube import Kube, Obj
+from kubeloop.controllers.kube import Kube, KubeError, Obj
 
 
 @dataclass
@@ -94,10 +93,17 @@ RUNTIME = Runtime()
 
 
 def post_event(body: Obj, type_: str, reason: str, message: str, logger: Any) -> None:
-    # Outside kopf's context (unit use) there is no event poster; the log still has it.
-    with contextlib.suppress(LookupError):
-        kopf.event(body, type=type_, reason=reason, message=message)  # type: ignore[arg-type]
+    """An Event on the object, posted through the API directly: kopf's poster only works inside its
+    handlers, and the periodic resync (where, e.g., a pod's failure to load a model is noticed) runs
+    outside them. Without a client (unit use) the log still has it."""
     logger.info("%s %s: %s", type_, reason, message)
+    kube = RUNTIME.kube
+    if kube is None:
+        return
+    try:
+        kube.create_event(body, type_, reason, message)
+    except KubeError as error:  # an Event is worth a warning in the log, never a failed reconcile
+        logger.warning("could not post the Event %s: %s", reason, error)
 
 
 def _lock_for(uid: str) -> threading.Lock:

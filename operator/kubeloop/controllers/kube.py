@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import socket
 from typing import Any, cast
 
 import kubernetes
@@ -129,6 +131,39 @@ class Kube:
             path(api_version, kind, namespace, name, "status"),
             body={"status": status},
             content_type="application/merge-patch+json",
+        )
+
+    def create_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about one of our objects, as ``kubectl describe`` and ``kubectl events`` show."""
+        meta = involved["metadata"]
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        micro = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self._call(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": involved.get("apiVersion", ""),
+                    "kind": involved.get("kind", ""),
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid", ""),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "count": 1,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "eventTime": micro,
+                "action": reason,
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": f"{FIELD_MANAGER}.io/operator",
+                "reportingInstance": socket.gethostname()[:128],
+            },
         )
 
     def termination_message(self, namespace: str, job: str) -> str | None:
