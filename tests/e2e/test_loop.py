@@ -71,3 +71,11 @@ def test_the_same_data_gives_the_same_version(
     demo.wait_for_condition("dataset", "iris-again", namespace, "Ready", 300)
     first = _status(kubectl, "dataset", "iris", namespace)["version"]
     assert _status(kubectl, "dataset", "iris-again", namespace)["version"] == first
+
+
+def test_helm_test_pod_passes(
+    helm: Callable[..., subprocess.CompletedProcess[str]], operator_installed: dict[str, str]
+) -> None:
+    """`helm test` of the installed release: its test pod checks the CRDs and the operator from inside."""
+    res = helm("test", demo.RELEASE, "--namespace", demo.RELEASE_NAMESPACE, "--timeout", "3m")
+    assert "Phase:          Succeeded" in res.stdout, res.stdout  # helm exits non-zero on a failed test too
