@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ Obj = dict[str, Any]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
 import demo  # noqa: E402
+
+from polling import wait_for  # noqa: E402  (re-exported for the e2e tests)
 
 # The node-local artifact store the operator is installed with, readable here as a host directory.
 STORE_ROOT = Path(demo.STORE_URI.removeprefix("file://"))
@@ -56,18 +57,6 @@ def status(kubectl: Kubectl, kind: str, name: str, namespace: str) -> Obj:
 
 def conditions(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict[str, Obj]:
     return {c["type"]: c for c in status(kubectl, kind, name, namespace).get("conditions") or []}
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll until check() returns something truthy; fail with what was last seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
 def wait_condition(

@@ -1,4 +1,4 @@
-"""Polling helper for tests that wait on the cluster (import it as `from polling import wait_for`)."""
+"""Polling helper for tests that wait on the cluster or a process (`from polling import wait_for`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 1.0
+) -> Any:
     """Poll until check() returns something truthy; fail with what was last seen."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -15,5 +17,5 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
         last = check()
         if last:
             return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
