@@ -87,6 +87,21 @@ INVALID = [
     ("TrainingJob", merged(TRAINING, backoffLimit=50), ["spec.backoffLimit"]),
     ("TrainingJob", merged(TRAINING, gate={"minimums": {"Accuracy!": 0.9}}), ["spec.gate.minimums"]),
     (
+        "TrainingJob",
+        merged(TRAINING, gate={"noWorseThan": {"modelDeploymentRef": {"name": "iris"}}}),
+        ["spec", "gate.noWorseThan needs metrics"],
+    ),
+    (
+        "TrainingJob",
+        merged(TRAINING, gate={"noWorseThan": {"modelDeploymentRef": {"name": "iris"}, "tolerance": -0.1}}),
+        ["spec.gate.noWorseThan.tolerance"],
+    ),
+    (
+        "TrainingJob",
+        merged(TRAINING, gate={"noWorseThan": {"modelDeploymentRef": {"name": "iris"}, "metrics": []}}),
+        ["spec.gate.noWorseThan.metrics"],
+    ),
+    (
         "ModelDeployment",
         {"model": {"trainingJobRef": {"name": "t"}, "uri": "s3://b/m", "sha256": SHA}},
         ["spec.model", "set exactly one of trainingJobRef or uri"],
@@ -172,6 +187,25 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Any, namespace: str) ->
     stored = yaml.safe_load(kubectl("get", "trainingjob", "sample", "-n", namespace, "-o", "yaml").stdout)
     assert stored["spec"]["split"] == {"testFraction": 0.2, "seed": 42, "stratify": True}
     assert stored["spec"]["backoffLimit"] == 2
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [
+        {"noWorseThan": {"modelDeploymentRef": {"name": "iris"}, "metrics": ["accuracy"]}},
+        {"minimums": {"accuracy": 0.8}, "noWorseThan": {"modelDeploymentRef": {"name": "iris"}}},
+        {"maximums": {"rmse": 3}, "noWorseThan": {"modelDeploymentRef": {"name": "iris"}, "tolerance": 0.5}},
+    ],
+)
+def test_no_worse_than_with_metrics_to_compare_is_accepted(
+    kubectl: Any, namespace: str, gate: dict[str, Any]
+) -> None:
+    text = manifest("TrainingJob", merged(TRAINING, gate=gate))
+    kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=text)
+    search = manifest(
+        "TrainingJob", merged(TRAINING, search=SEARCH, gate={"noWorseThan": gate["noWorseThan"]})
+    )
+    kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=search)
 
 
 def test_explain_describes_the_fields(kubectl: Any) -> None:

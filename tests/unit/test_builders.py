@@ -14,7 +14,7 @@ from kubeloop.builders.common import child_name
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, MODEL_DIR, autoscaler, deployment, service
 from kubeloop.builders.settings import Settings, SettingsError
-from kubeloop.builders.training import training_job, trial_job_name
+from kubeloop.builders.training import gate_config, training_job, trial_job_name
 
 SHA = "a" * 64
 SETTINGS = Settings(
@@ -236,3 +236,46 @@ def test_settings_from_env() -> None:
     assert settings.allowed_estimators == ("Ridge", "SVC")
     assert settings.store_secret == "s"
     assert settings.image_pull_policy == "IfNotPresent"
+
+
+NO_WORSE = {"noWorseThan": {"modelDeploymentRef": {"name": "iris"}, "tolerance": 0.01}}
+
+
+@pytest.mark.parametrize(
+    ("gate", "serving", "config"),
+    [
+        (None, None, None),
+        ({"minimums": {"accuracy": 0.9}}, None, {"minimums": {"accuracy": 0.9}}),
+        # noWorseThan is resolved by the controller; without serving metrics (nothing served) it adds nothing
+        (NO_WORSE, None, None),
+        (NO_WORSE, {}, None),
+        (NO_WORSE, {"accuracy": 0.94}, {"servingMetrics": {"accuracy": 0.94}}),
+        (
+            {"minimums": {"accuracy": 0.9}, "maximums": {"rmse": 2.0}, **NO_WORSE},
+            {"accuracy": 0.94, "rmse": 1.5},
+            {
+                "minimums": {"accuracy": 0.9},
+                "maximums": {"rmse": 2.0},
+                "servingMetrics": {"accuracy": 0.94, "rmse": 1.5},
+            },
+        ),
+    ],
+)
+def test_training_gate_config(
+    gate: dict[str, Any] | None, serving: dict[str, float] | None, config: dict[str, Any] | None
+) -> None:
+    spec = TrainingJobSpec.model_validate({**TRAIN, **({"gate": gate} if gate else {})})
+    dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
+    job = training_job(
+        name="iris-lr",
+        namespace="ml",
+        spec=spec,
+        generation=1,
+        trial=0,
+        params={},
+        dataset=dataset,
+        settings=SETTINGS,
+        serving_metrics=serving,
+    )
+    assert config_of(job["spec"]["template"]["spec"]["containers"][0]).get("gate") == config
+    assert (gate_config(spec.wire().get("gate"), serving) or None) == config

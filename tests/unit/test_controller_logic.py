@@ -6,12 +6,21 @@ from typing import Any
 
 import pytest
 
-from kubeloop.api.trainingjob import Gate, TrainingJobSpec
+from kubeloop.api.trainingjob import LOWER_IS_BETTER, Gate, TrainingJobSpec, TrainingJobStatus
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION
+from kubeloop.builders.training import gate_config
 from kubeloop.controllers.conditions import Conditions
 from kubeloop.controllers.jobs import job_state, parse_result, reason_word, seconds
 from kubeloop.controllers.modeldeployment import rollout_state
-from kubeloop.controllers.trainingjob import gate_verdict, trials_of
+from kubeloop.controllers.trainingjob import (
+    compared_metrics,
+    gate_verdict,
+    serving_baseline,
+    serving_bounds,
+    trials_of,
+)
+from kubeloop.runtime.train import LOWER_IS_BETTER as RUNTIME_LOWER_IS_BETTER
+from kubeloop.runtime.train import gate as runtime_gate
 
 SHA = "b" * 64
 
@@ -138,3 +147,170 @@ def test_search_trials() -> None:
     trials = trials_of(spec)
     assert len(trials) == 3 and trials == trials_of(spec)
     assert trials_of(spec.model_copy(update={"search": None})) == [{}]
+
+
+TJ = {"datasetRef": {"name": "iris"}, "model": {"estimator": "LogisticRegression"}}
+OTHER = "c" * 64
+
+
+def training_spec(gate: dict[str, Any] | None = None, **extra: Any) -> TrainingJobSpec:
+    return TrainingJobSpec.model_validate({**TJ, **extra, **({"gate": gate} if gate else {})})
+
+
+def no_worse(**fields: Any) -> dict[str, Any]:
+    return {"noWorseThan": {"modelDeploymentRef": {"name": "iris"}, **fields}}
+
+
+SEARCHED = {"parameters": [{"name": "C", "values": [1, 2]}], "objective": {"metric": "f1_macro"}}
+
+
+@pytest.mark.parametrize(
+    ("gate", "extra", "metrics"),
+    [
+        (None, {}, []),
+        ({"minimums": {"accuracy": 0.9}}, {}, []),
+        (no_worse(metrics=["accuracy", "f1_macro"]), {"search": SEARCHED}, ["accuracy", "f1_macro"]),
+        (no_worse(), {"search": SEARCHED}, ["f1_macro"]),
+        ({"minimums": {"r2": 0.5}, "maximums": {"rmse": 3.0}, **no_worse()}, {}, ["r2", "rmse"]),
+    ],
+)
+def test_compared_metrics(gate: dict[str, Any] | None, extra: dict[str, Any], metrics: list[str]) -> None:
+    assert compared_metrics(training_spec(gate, **extra)) == metrics
+
+
+def md(sha: str | None, training_job: str | None = None) -> dict[str, Any]:
+    model = {"uri": f"s3://b/models/{sha}", "sha256": sha, "trainingJob": training_job} if sha else None
+    return {"metadata": {"name": "iris"}, "status": {"model": model} if model else {}}
+
+
+def tj(name: str, sha: str, **metrics: float) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"model": {"sha256": sha}, "metrics": metrics}}
+
+
+JOBS = [
+    tj("old", OTHER, accuracy=0.5),
+    tj("serving", SHA, accuracy=0.95, rmse=1.5),
+    tj("twin", SHA, accuracy=0.9),
+]
+
+
+@pytest.mark.parametrize(
+    ("gate", "deployment", "jobs", "metrics", "says"),
+    [
+        (None, md(SHA), JOBS, None, None),
+        (
+            no_worse(metrics=["accuracy"]),
+            None,
+            JOBS,
+            None,
+            "no model is serving yet (ModelDeployment iris does not exist): comparison skipped",
+        ),
+        (
+            no_worse(metrics=["accuracy"]),
+            md(None),
+            JOBS,
+            None,
+            "no model is serving yet (ModelDeployment iris serves none)",
+        ),
+        (
+            no_worse(metrics=["accuracy"]),
+            md(SHA),
+            [JOBS[0]],
+            None,
+            "produced by no TrainingJob in this namespace",
+        ),
+        (
+            no_worse(metrics=["f1_macro"]),
+            md(SHA, "serving"),
+            JOBS,
+            None,
+            "has no f1_macro metric: comparison skipped",
+        ),
+        (
+            no_worse(metrics=["accuracy"]),
+            md(SHA, "serving"),
+            JOBS,
+            {"accuracy": 0.95},
+            "compared with model bbbbbbbbbbbb",
+        ),
+        # the same digest from two runs: the one the ModelDeployment names wins, else the first by name
+        (no_worse(metrics=["accuracy"]), md(SHA, "twin"), JOBS, {"accuracy": 0.9}, "(TrainingJob twin)"),
+        (no_worse(metrics=["accuracy"]), md(SHA), JOBS, {"accuracy": 0.95}, "(TrainingJob serving)"),
+        (
+            no_worse(metrics=["accuracy", "rmse", "f1_macro"], tolerance=0.01),
+            md(SHA, "serving"),
+            JOBS,
+            {"accuracy": 0.95, "rmse": 1.5},
+            "accuracy=0.95, rmse=1.5 (tolerance 0.01); not compared, the serving model has no f1_macro",
+        ),
+    ],
+)
+def test_serving_baseline(
+    gate: dict[str, Any] | None,
+    deployment: dict[str, Any] | None,
+    jobs: list[dict[str, Any]],
+    metrics: dict[str, float] | None,
+    says: str | None,
+) -> None:
+    baseline = serving_baseline(training_spec(gate), deployment, jobs)
+    if says is None:
+        assert baseline is None
+        return
+    assert baseline is not None and baseline["modelDeployment"] == "iris"
+    assert says in baseline["message"], baseline["message"]
+    assert baseline.get("metrics") == metrics
+    if metrics is not None:
+        assert baseline["sha256"] == SHA
+    TrainingJobStatus.model_validate({"servingBaseline": baseline})  # the status schema takes it
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "serving", "bounds"),
+    [
+        (0.0, {"accuracy": 0.95, "rmse": 1.5}, {"accuracy": 0.95, "rmse": 1.5}),
+        # tolerance loosens the bar in the metric's direction: down where higher is better, up for errors
+        (0.25, {"accuracy": 0.95, "rmse": 1.5, "mae": 1.0}, {"accuracy": 0.7, "rmse": 1.75, "mae": 1.25}),
+        (0.1, {}, {}),
+    ],
+)
+def test_serving_bounds(tolerance: float, serving: dict[str, float], bounds: dict[str, float]) -> None:
+    spec = training_spec(no_worse(metrics=["accuracy"], tolerance=tolerance))
+    got = serving_bounds(spec, {"modelDeployment": "iris", "metrics": serving, "message": ""})
+    assert got == pytest.approx(bounds)
+    assert serving_bounds(spec, None) == {} and serving_bounds(training_spec(), {"metrics": serving}) == {}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "serving", "passed", "says"),
+    [
+        ({"accuracy": 0.95}, {"accuracy": 0.95}, True, "every gate threshold is met"),
+        ({"accuracy": 0.9}, {"accuracy": 0.95}, False, "accuracy=0.9 is below the serving model's 0.95"),
+        ({"rmse": 1.4}, {"rmse": 1.5}, True, "met"),
+        ({"rmse": 1.6}, {"rmse": 1.5}, False, "rmse=1.6 is above the serving model's 1.5"),
+        ({"accuracy": 0.9}, {"rmse": 1.5}, False, "rmse=missing"),
+    ],
+)
+def test_gate_against_the_serving_model(
+    metrics: dict[str, float], serving: dict[str, float], passed: bool, says: str
+) -> None:
+    ok, message = gate_verdict(None, metrics, serving)
+    assert ok is passed and says in message
+
+
+@pytest.mark.parametrize(
+    ("metrics", "passed"),
+    [
+        ({"accuracy": 0.945, "rmse": 1.505}, True),
+        ({"accuracy": 0.93, "rmse": 1.5}, False),
+        ({"accuracy": 0.95, "rmse": 1.6}, False),
+    ],
+)
+def test_runtime_judges_no_worse_as_the_operator_means_it(metrics: dict[str, float], passed: bool) -> None:
+    """The bounds the operator sends, through the runtime's own gate: direction and tolerance agree."""
+    spec = training_spec(no_worse(metrics=["accuracy", "rmse"], tolerance=0.01))
+    baseline = serving_baseline(spec, md(SHA, "serving"), JOBS)
+    config = {"gate": gate_config(spec.wire()["gate"], serving_bounds(spec, baseline))}
+    ok, reasons = runtime_gate(metrics, config)
+    assert ok is passed, reasons
+    assert ok is gate_verdict(spec.gate, metrics, serving_bounds(spec, baseline))[0]
+    assert set(LOWER_IS_BETTER) == set(RUNTIME_LOWER_IS_BETTER)

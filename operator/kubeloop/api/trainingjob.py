@@ -135,6 +135,44 @@ class Search(KubeloopModel):
     """objective picks the best trial."""
 
 
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+"""Metrics where a lower value is better; every other metric is better higher. Mirrors the runtime's list
+(kubeloop.runtime.train.LOWER_IS_BETTER, which decides the direction of the "no worse" comparison); a unit
+test keeps the two equal."""
+
+
+class ModelDeploymentRef(KubeloopModel):
+    """A ModelDeployment in the same namespace."""
+
+    name: Name
+    """name of the ModelDeployment."""
+
+
+class NoWorseThan(KubeloopModel):
+    """Compare with the model a ModelDeployment serves now: the new model must be no worse on each metric.
+
+    The operator reads the digest the ModelDeployment serves (status.model.sha256), finds the TrainingJob
+    in this namespace that produced it (status.model.sha256) and uses that run's metrics. When nothing is
+    served yet (or the served model's metrics are unknown) the run trains anyway, the comparison is skipped
+    and the GatePassed condition says why.
+    """
+
+    model_deployment_ref: ModelDeploymentRef
+    """modelDeploymentRef is the ModelDeployment whose serving model is the bar to meet."""
+    metrics: (
+        Annotated[
+            list[MetricName],
+            Field(min_length=1, max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        ]
+        | None
+    ) = None
+    """metrics to compare; when absent, the search objective's metric, or else every metric the minimums
+    and maximums name. "No worse" means greater or equal, or less or equal for rmse and mae."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    """tolerance is how much worse than the serving model (absolute, in the metric's units) still passes,
+    e.g. 0.01 lets accuracy drop from 0.95 to 0.94."""
+
+
 class Gate(KubeloopModel):
     """A quality gate: a model that misses it is never deployed."""
 
@@ -142,10 +180,21 @@ class Gate(KubeloopModel):
     """minimums maps a metric to its lowest acceptable value, e.g. accuracy: 0.9."""
     maximums: Annotated[dict[MetricName, float], Field(max_length=20)] | None = None
     """maximums maps a metric to its highest acceptable value, e.g. rmse: 10."""
+    no_worse_than: NoWorseThan | None = None
+    """noWorseThan also requires the model to be no worse than the one a ModelDeployment serves now."""
 
 
 class TrainingJobSpec(KubeloopModel):
     """The desired training run."""
+
+    model_config = cel(
+        (
+            "!has(self.gate) || !has(self.gate.noWorseThan) || has(self.gate.noWorseThan.metrics)"
+            " || has(self.search) || (has(self.gate.minimums) && size(self.gate.minimums) > 0)"
+            " || (has(self.gate.maximums) && size(self.gate.maximums) > 0)",
+            "gate.noWorseThan needs metrics when there is no search objective and no minimums or maximums",
+        ),
+    )
 
     dataset_ref: DatasetRef
     """datasetRef is the Dataset to train on; the run waits until it has a ready version."""
@@ -229,6 +278,21 @@ class DatasetUsed(KubeloopModel):
     """artifactURI of the snapshot."""
 
 
+class ServingBaseline(KubeloopModel):
+    """The serving model a run is compared with (gate.noWorseThan), resolved when the run starts."""
+
+    model_deployment: Name
+    """modelDeployment that was asked what it serves."""
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    """sha256 of the model it served; absent when it served nothing."""
+    training_job: Name | None = None
+    """trainingJob that produced the served model."""
+    metrics: Annotated[dict[str, float], Field(max_length=50)] | None = None
+    """metrics of the served model that the new model must not be worse than (before tolerance)."""
+    message: Annotated[str, Field(max_length=1024)]
+    """message says what was compared, or why the comparison was skipped."""
+
+
 class TrainingJobStatus(KubeloopModel):
     """The observed training run."""
 
@@ -244,6 +308,8 @@ class TrainingJobStatus(KubeloopModel):
     """model produced by the run."""
     trials: Annotated[list[Trial], Field(max_length=100)] | None = None
     """trials of the run (one without search)."""
+    serving_baseline: ServingBaseline | None = None
+    """servingBaseline is the serving model this run is compared with (gate.noWorseThan)."""
     best_trial: Annotated[int, Field(ge=0)] | None = None
     """bestTrial is the index of the trial whose model is the result."""
     start_time: ShortText | None = None

@@ -32,6 +32,15 @@ def trial_params(spec: TrainingJobSpec, trial: dict[str, Any]) -> dict[str, Any]
     return {**(spec.model.params or {}), **trial}
 
 
+def gate_config(gate: dict[str, Any] | None, serving_metrics: dict[str, float] | None) -> Manifest:
+    """The runtime's gate config: minimums, maximums and servingMetrics (the runtime compares each of those
+    as a minimum, or as a maximum for lower-is-better metrics). noWorseThan is the operator's to resolve."""
+    config = {k: v for k, v in (gate or {}).items() if k in ("minimums", "maximums")}
+    if serving_metrics:
+        config["servingMetrics"] = dict(serving_metrics)
+    return config
+
+
 def training_job(
     *,
     name: str,
@@ -42,11 +51,14 @@ def training_job(
     params: dict[str, Any],
     dataset: dict[str, str],
     settings: Settings,
+    serving_metrics: dict[str, float] | None = None,
 ) -> Manifest:
     """The Job of one trial (python -m kubeloop.runtime train).
 
     ``params`` are the trial's searched parameters (empty without search); ``dataset`` is the resolved
-    Dataset version: name, version and artifactURI.
+    Dataset version: name, version and artifactURI. ``serving_metrics`` are the bounds of the "no worse
+    than the serving model" check (gate.noWorseThan), resolved by the controller with the tolerance applied
+    (see ``gate_config``); None or empty skips the comparison.
     """
     mounts = Mounts()
     mounts.store(settings.store_uri)
@@ -61,9 +73,12 @@ def training_job(
         "model": {**wire["model"], "params": trial_params(spec, params)},
         "trial": {"index": trial, "params": params},
     }
-    for key in ("features", "split", "gate"):
+    for key in ("features", "split"):
         if key in wire:
             config[key] = wire[key]
+    gate = gate_config(wire.get("gate"), serving_metrics)
+    if gate:
+        config["gate"] = gate
     container: Manifest = {
         "name": TRAIN_CONTAINER,
         "image": spec.image or settings.trainer_image,

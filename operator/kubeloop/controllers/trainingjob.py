@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeloop.api import API_VERSION, TRAINING_JOB
-from kubeloop.api.trainingjob import Gate, TrainedModel, TrainingJobSpec
+from kubeloop.api.trainingjob import LOWER_IS_BETTER, Gate, TrainedModel, TrainingJobSpec
 from kubeloop.builders.training import training_job, trial_job_name
 from kubeloop.controllers.conditions import now
 from kubeloop.controllers.framework import Context, register
@@ -64,8 +64,90 @@ def trials_of(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return expand_trials(spec.search.strategy, space, spec.search.max_trials, seed)
 
 
-def gate_verdict(gate: Gate | None, metrics: dict[str, float]) -> tuple[bool, str]:
-    """Whether the metrics meet the gate, and a sentence saying which do not."""
+def _name(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def compared_metrics(spec: TrainingJobSpec) -> list[str]:
+    """The metrics gate.noWorseThan compares: as listed, else the search objective's, else the thresholds'."""
+    gate = spec.gate
+    if gate is None or gate.no_worse_than is None:
+        return []
+    if gate.no_worse_than.metrics:
+        return list(gate.no_worse_than.metrics)
+    if spec.search is not None:
+        return [spec.search.objective.metric]
+    named = [*(gate.minimums or {}), *(gate.maximums or {})]
+    return sorted(set(named))
+
+
+def serving_baseline(spec: TrainingJobSpec, deployment: Obj | None, training_jobs: list[Obj]) -> Obj | None:
+    """What gate.noWorseThan compares with (the status.servingBaseline field), from the referenced
+    ModelDeployment (None when it does not exist) and the TrainingJobs of the namespace. Pure."""
+    gate = spec.gate
+    if gate is None or gate.no_worse_than is None:
+        return None
+    name = gate.no_worse_than.model_deployment_ref.name
+    baseline: Obj = {"modelDeployment": name}
+    if deployment is None:
+        return {
+            **baseline,
+            "message": f"no model is serving yet (ModelDeployment {name} does not exist): comparison skipped",
+        }
+    served = (deployment.get("status") or {}).get("model") or {}
+    sha = served.get("sha256")
+    if not sha:
+        return {
+            **baseline,
+            "message": f"no model is serving yet (ModelDeployment {name} serves none): comparison skipped",
+        }
+    baseline["sha256"] = sha
+    producers = [
+        tj for tj in training_jobs if ((tj.get("status") or {}).get("model") or {}).get("sha256") == sha
+    ]
+    # Several runs can produce the same digest (same inputs, same model); prefer the one the deployment names.
+    producers.sort(key=lambda tj: (_name(tj) != served.get("trainingJob"), _name(tj)))
+    if not producers:
+        return {
+            **baseline,
+            "message": f"model {sha[:12]} served by ModelDeployment {name} was produced by no TrainingJob in "
+            "this namespace, so its metrics are unknown: comparison skipped",
+        }
+    producer = producers[0]
+    source = producer["metadata"]["name"]
+    known = (producer.get("status") or {}).get("metrics") or {}
+    wanted = compared_metrics(spec)
+    metrics = {m: float(known[m]) for m in wanted if isinstance(known.get(m), int | float)}
+    missing = [m for m in wanted if m not in metrics]
+    baseline["trainingJob"] = source
+    where = f"model {sha[:12]} served by ModelDeployment {name} (TrainingJob {source})"
+    if not metrics:
+        return {**baseline, "message": f"{where} has no {', '.join(missing)} metric: comparison skipped"}
+    said = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    message = f"compared with {where}: {said}"
+    if gate.no_worse_than.tolerance:
+        message += f" (tolerance {gate.no_worse_than.tolerance:g})"
+    if missing:
+        message += f"; not compared, the serving model has no {', '.join(missing)} metric"
+    return {**baseline, "metrics": metrics, "message": message[:1024]}
+
+
+def serving_bounds(spec: TrainingJobSpec, baseline: Obj | None) -> dict[str, float]:
+    """The runtime's gate.servingMetrics: the serving model's metrics moved by the tolerance in the
+    metric's direction (down where higher is better, up for rmse and mae)."""
+    if baseline is None or spec.gate is None or spec.gate.no_worse_than is None:
+        return {}
+    tolerance = spec.gate.no_worse_than.tolerance
+    return {
+        m: v + tolerance if m in LOWER_IS_BETTER else v - tolerance
+        for m, v in (baseline.get("metrics") or {}).items()
+    }
+
+
+def gate_verdict(
+    gate: Gate | None, metrics: dict[str, float], serving: dict[str, float] | None = None
+) -> tuple[bool, str]:
+    """Whether the metrics meet the gate (and the serving bounds), and a sentence saying which do not."""
     misses = []
     for metric, minimum in ((gate.minimums if gate else None) or {}).items():
         if metric not in metrics or metrics[metric] < minimum:
@@ -73,7 +155,23 @@ def gate_verdict(gate: Gate | None, metrics: dict[str, float]) -> tuple[bool, st
     for metric, maximum in ((gate.maximums if gate else None) or {}).items():
         if metric not in metrics or metrics[metric] > maximum:
             misses.append(f"{metric}={metrics.get(metric, 'missing')} is above the maximum {maximum}")
+    for metric, bound in (serving or {}).items():
+        lower = metric in LOWER_IS_BETTER
+        if metric not in metrics or (metrics[metric] > bound if lower else metrics[metric] < bound):
+            side = "above" if lower else "below"
+            misses.append(f"{metric}={metrics.get(metric, 'missing')} is {side} the serving model's {bound}")
     return not misses, "; ".join(misses) or "every gate threshold is met"
+
+
+def resolve_serving_baseline(ctx: Context, spec: TrainingJobSpec) -> Obj | None:
+    """serving_baseline, with the ModelDeployment and TrainingJobs read from the API."""
+    if spec.gate is None or spec.gate.no_worse_than is None:
+        return None
+    name = spec.gate.no_worse_than.model_deployment_ref.name
+    deployment = ctx.kube.get(API_VERSION, "ModelDeployment", ctx.namespace, name)
+    served = ((deployment or {}).get("status") or {}).get("model") or {}
+    training_jobs = ctx.kube.list(API_VERSION, "TrainingJob", ctx.namespace) if served.get("sha256") else []
+    return serving_baseline(spec, deployment, training_jobs)
 
 
 def _model(result: dict[str, Any], dataset_version: str) -> Obj:
@@ -117,6 +215,11 @@ def reconcile(ctx: Context) -> Obj:
         if dataset is None:
             return _wait(ctx, reason, message)
 
+    # Pinned with the dataset: every trial of this generation is compared with the same serving model.
+    pinned = status.get("observedGeneration") == ctx.generation and status.get("servingBaseline")
+    baseline = pinned or resolve_serving_baseline(ctx, spec)
+    serving = serving_bounds(spec, baseline)
+
     recorded = {
         t["index"]: t
         for t in status.get("trials") or []
@@ -146,6 +249,7 @@ def reconcile(ctx: Context) -> Obj:
                 params=params,
                 dataset=dataset,
                 settings=ctx.settings,
+                serving_metrics=serving,
             )
             job = ctx.kube.create(ctx.adopt(manifest)) or manifest
         if job is None:
@@ -160,10 +264,16 @@ def reconcile(ctx: Context) -> Obj:
             record["message"] = f"{reason_word(result.reason)}: {result.message}"[:1024]
         records.append(record)
 
-    fields: Obj = {"dataset": dataset, "startTime": status.get("startTime") or now()}
+    fields: Obj = {
+        "dataset": dataset,
+        "servingBaseline": baseline,
+        "startTime": status.get("startTime") or now(),
+    }
     done = [r for r in records if r["state"] in ("Succeeded", "Failed")]
     fields["trials"] = [{k: v for k, v in r.items() if k != "result"} for r in records]
     if len(done) < len(records):
+        if baseline is not None:
+            ctx.conditions.set("GatePassed", "Unknown", "Training", baseline["message"])
         return {**fields, **_wait(ctx, "Training", f"{len(done)} of {len(records)} trials finished")}
 
     succeeded = [r for r in records if r["state"] == "Succeeded"]
@@ -197,7 +307,7 @@ def reconcile(ctx: Context) -> Obj:
             **_fail(ctx, "InvalidResult", f"trial {best['index']} reported an unusable model: {error}"),
         }
     metrics = _metrics(best_result)
-    passed, verdict = gate_verdict(spec.gate, metrics)
+    passed, verdict = gate_verdict(spec.gate, metrics, serving)
     if isinstance(best_result.get("gatePassed"), bool):
         # The runtime judged the gate on the metrics it computed (runtime result keys gatePassed and
         # gateReasons); the operator's own check above only covers results that lack them.
@@ -207,6 +317,8 @@ def reconcile(ctx: Context) -> Obj:
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     ctx.conditions.set("Succeeded", "True", "Trained", f"model {model['sha256'][:12]} trained: {summary}")
     ctx.conditions.set("Failed", "False", "Trained", "the run succeeded")
+    if baseline is not None:
+        verdict = f"{verdict}; {baseline['message']}"
     ctx.conditions.set(
         "GatePassed", "True" if passed else "False", "GateMet" if passed else "GateMissed", verdict
     )
