@@ -213,7 +213,9 @@ def reconcile(ctx: Context) -> Obj:
     if dataset is None:
         dataset, reason, message = resolve_dataset(ctx, spec)
         if dataset is None:
-            return _wait(ctx, reason, message)
+            # This generation has pinned nothing yet: what an earlier one pinned must not pass for its own
+            # once observedGeneration moves on (a merge patch's null removes the field).
+            return {"dataset": None, "trials": None, "servingBaseline": None, **_wait(ctx, reason, message)}
 
     # Pinned with the dataset: every trial of this generation is compared with the same serving model.
     pinned = status.get("observedGeneration") == ctx.generation and status.get("servingBaseline")
