@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import yaml
+
 from polling import wait_for
 
 SHA = "0" * 64
