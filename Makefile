@@ -64,8 +64,8 @@ manifests: ## Render the plain install YAML (manifests/install.yaml) from the He
 	  | sed '/^# Source:/d'; } > manifests/install.yaml
 
 lint: venv ## Lint: ruff, mypy --strict on the operator, import-layer contracts
-	$(VENV)/bin/ruff check $(OPERATOR_PKGS) tests/unit tests/integration
-	$(VENV)/bin/ruff format --check $(OPERATOR_PKGS)
+	$(VENV)/bin/ruff check --no-cache operator tests cluster bench docker
+	$(VENV)/bin/ruff format --no-cache --check $(OPERATOR_PKGS)
 	$(VENV)/bin/mypy --strict $(OPERATOR_PKGS)
 	$(VENV)/bin/lint-imports
 
