@@ -7,6 +7,7 @@ Used by the Dockerfile to install dependencies in a layer of their own, before t
 import sys
 import tomllib
 
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+with open("pyproject.toml", "rb") as pyproject:
+    project = tomllib.load(pyproject)["project"]
 extra = sys.argv[1] if len(sys.argv) > 1 else ""
 print("\n".join(project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])))
