@@ -55,7 +55,10 @@ if [[ ! -f $archive ]]; then
   mv "$archive.tmp" "$archive"
   # keep one archive: the images of older sources are of no use and are large
   find "$cache/images" -name 'kubeloop-*.tar' ! -path "$archive" -delete
-  podman image prune -f >/dev/null 2>&1 || true  # best effort: an image a container still uses stays
+  # best effort: the images of older sources, then untagged layers (an image a container still uses stays)
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^kubeloop.local/(operator|trainer|server):' \
+    | grep -v ":$tag\$" | xargs -r podman rmi -f >/dev/null 2>&1 || true
+  podman image prune -f >/dev/null 2>&1 || true
   echo "images built in $(( $(date +%s) - start )) s" >&2
 fi
 
