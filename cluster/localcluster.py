@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -639,6 +640,27 @@ def start_node(bins: Path) -> None:
         ),
         180,
     )
+    # Available is not enough: the name must resolve through the Service address, which needs kube-proxy's
+    # rules for it too. Pods started right after `up` would otherwise race them.
+    wait_for(
+        "cluster DNS to answer through its Service",
+        lambda: resolves("kubernetes.default.svc.cluster.local", DNS_SERVICE_IP) == KUBERNETES_SERVICE_IP,
+        120,
+    )
+
+
+def resolves(name: str, server: str) -> str | None:
+    """The first A record for `name` from the DNS server at `server`:53 (one UDP query), or None."""
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0\x00\x01\x00\x01"
+    query = b"\x4b\x4c\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question  # id, RD, one question
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(query, (server, 53))
+        answer = sock.recv(512)
+    if answer[:2] != query[:2] or int.from_bytes(answer[6:8], "big") == 0:
+        return None
+    rdata = answer[-4:]  # the only answer of a single-A-record reply is last
+    return ".".join(str(b) for b in rdata)
 
 
 def ctr(*args: str) -> str:

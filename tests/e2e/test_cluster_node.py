@@ -6,6 +6,8 @@ import json
 import subprocess
 from collections.abc import Callable
 
+from polling import wait_for
+
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -75,10 +77,20 @@ def test_a_locally_built_image_serves_a_service_reached_by_dns_name_from_a_job(
     )
     _wait(kubectl, namespace, "rollout", "status", "deployment/web", "--timeout=180s")
 
+    # A client as real ones are: it retries for a while and says what failed when it gives up.
     fetch = (
-        "import urllib.request; "
-        f"body = urllib.request.urlopen('http://web.{namespace}.svc.cluster.local/', timeout=10).read(); "
-        "print('fetched', len(body), 'bytes; bin listed:', b'bin/' in body)"
+        "import time, urllib.request\n"
+        "for attempt in range(30):\n"
+        "    try:\n"
+        f"        url = 'http://web.{namespace}.svc.cluster.local/'\n"
+        "        body = urllib.request.urlopen(url, timeout=5).read()\n"
+        "        break\n"
+        "    except OSError as error:\n"
+        "        print('attempt', attempt, 'failed:', error, flush=True)\n"
+        "        time.sleep(2)\n"
+        "else:\n"
+        "    raise SystemExit('gave up')\n"
+        "print('fetched', len(body), 'bytes; bin listed:', b'bin/' in body)\n"
     )
     job_spec = _pod_spec(image, ["python3", "-c", fetch])
     job_spec["restartPolicy"] = "Never"
@@ -91,8 +103,14 @@ def test_a_locally_built_image_serves_a_service_reached_by_dns_name_from_a_job(
             "spec": {"backoffLimit": 0, "template": {"spec": job_spec}},
         },
     )
-    _wait(kubectl, namespace, "wait", "--for=condition=Complete", "job/client", "--timeout=180s")
+
+    def finished() -> dict[str, int] | None:
+        counts = json.loads(kubectl("get", "job", "client", "-n", namespace, "-o", "json").stdout)["status"]
+        return counts if counts.get("succeeded") or counts.get("failed") else None
+
+    counts = wait_for(finished, 180, "the client Job to finish")
     logs = kubectl("logs", "job/client", "-n", namespace).stdout
+    assert counts.get("succeeded") == 1, f"the client failed:\n{logs}"
     assert "bin listed: True" in logs, logs
 
 
