@@ -436,3 +436,26 @@ def test_drain_delay_keeps_serving_while_not_ready(forest_dir: Path) -> None:
     r = requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW))
     assert r.status_code == 200 and r.headers["connection"] == "close"
     assert s.proc.wait(timeout=30) == 0
+
+
+def test_drain_keeps_listening_while_connections_still_arrive(forest_dir: Path) -> None:
+    """A node whose proxy rules lag keeps sending new connections after the drain delay: none is refused.
+
+    The listener closes only once no connection arrived for --drain-quiet seconds.
+    """
+    s = Server("--model-dir", str(forest_dir), "--drain-delay", "0.5", "--drain-quiet", "1.0")
+    s.wait_for("ready")
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_for("draining")
+    lagging_until = time.monotonic() + 3.0  # traffic for 6x the drain delay
+    answered = 0
+    while time.monotonic() < lagging_until:
+        r = requests.post(f"{s.url}/v2/models/rf/infer", json=infer_body(ROW))  # refused => raises
+        assert r.status_code == 200 and r.headers["connection"] == "close"
+        answered += 1
+        time.sleep(0.2)
+    closed = s.wait_for("listener_closed", timeout=10)
+    assert closed["after_seconds"] >= 3.0 and closed["accepted_while_draining"] >= answered
+    with pytest.raises(requests.ConnectionError):  # once quiet, it stops accepting
+        requests.get(f"{s.url}/v2/health/live", timeout=2)
+    assert s.proc.wait(timeout=30) == 0

@@ -28,6 +28,7 @@ def test_the_server_drains_within_the_grace_period() -> None:
     assert config.drain_delay > 0, (
         "without a delay the endpoint may still get requests after the listener closed"
     )
+    assert config.drain_quiet > 0, "a node whose proxy rules lag must still find the old pod listening"
     assert pod["terminationGracePeriodSeconds"] >= config.drain_delay + config.drain_timeout
     assert dep["spec"]["strategy"] == {
         "type": "RollingUpdate",

@@ -20,10 +20,13 @@ MODEL_DIR = "/var/run/kubeloop/model"
 AUTH_DIR = "/var/run/kubeloop/auth"
 MODEL_DIGEST_ANNOTATION = "kubeloop.io/model-sha256"
 DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-# On SIGTERM the server reports not ready but keeps serving for DRAIN_DELAY seconds, so the endpoint is
-# gone from every node's proxy rules before it stops accepting; then it finishes what is in flight for
-# at most DRAIN_TIMEOUT seconds. The grace period covers both, so the kubelet never kills it mid-request.
+# On SIGTERM the server reports not ready but keeps serving for DRAIN_DELAY seconds, and after that until
+# no connection arrived for DRAIN_QUIET seconds, so the endpoint is gone from every node's proxy rules
+# before it stops accepting (a busy node's kube-proxy was seen to lag 5 s); the quiet wait and what is in
+# flight take at most DRAIN_TIMEOUT seconds. The grace period covers all, so the kubelet never kills it
+# mid-request.
 DRAIN_DELAY_SECONDS = 5
+DRAIN_QUIET_SECONDS = 2
 DRAIN_TIMEOUT_SECONDS = 10
 TERMINATION_GRACE_SECONDS = DRAIN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
 FETCH_RESOURCES: Manifest = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
@@ -46,7 +49,8 @@ def serve_args(name: str, sha256: str, spec: ModelDeploymentSpec) -> list[str]:
     """`serve` refuses to become ready unless the model it loaded has the expected digest."""
     args = ["serve", "--model-dir", MODEL_DIR, "--expected-sha256", sha256, "--port", str(PORT)]
     args += ["--model-name", name]
-    args += ["--drain-delay", str(DRAIN_DELAY_SECONDS), "--drain-timeout", str(DRAIN_TIMEOUT_SECONDS)]
+    args += ["--drain-delay", str(DRAIN_DELAY_SECONDS), "--drain-quiet", str(DRAIN_QUIET_SECONDS)]
+    args += ["--drain-timeout", str(DRAIN_TIMEOUT_SECONDS)]
     if spec.auth is not None:
         args += ["--auth-token-file", f"{AUTH_DIR}/{spec.auth.token_secret_ref.key}"]
     return args

@@ -91,10 +91,18 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
         "stops routing here first [KUBELOOP_DRAIN_DELAY] (default 0)",
     )
     p.add_argument(
+        "--drain-quiet",
+        type=float,
+        default=float(_env("KUBELOOP_DRAIN_QUIET", "0") or 0),
+        help="after the drain delay, keep accepting until no connection has arrived for this many "
+        "seconds: a node whose proxy rules lag still reaches this pod [KUBELOOP_DRAIN_QUIET] (default 0)",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=float(_env("KUBELOOP_DRAIN_TIMEOUT", "30") or 30),
-        help="most seconds to wait for in-flight requests after SIGTERM [KUBELOOP_DRAIN_TIMEOUT]",
+        help="most seconds the drain may take after the delay: the quiet wait and in-flight requests "
+        "[KUBELOOP_DRAIN_TIMEOUT]",
     )
     p.add_argument(
         "--termination-log",
@@ -119,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
         ort_threads=a.threads or None,
         auth_token_file=a.auth_token_file,
         drain_delay=a.drain_delay,
+        drain_quiet=a.drain_quiet,
         drain_timeout=a.drain_timeout,
         termination_log=a.termination_log,
     )

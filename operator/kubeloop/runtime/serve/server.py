@@ -70,6 +70,7 @@ class ServeConfig:
     ort_threads: int | None = None
     auth_token_file: Path | None = None
     drain_delay: float = 0.0
+    drain_quiet: float = 0.0
     drain_timeout: float = 30.0
     termination_log: Path = Path("/dev/termination-log")
 
@@ -147,6 +148,9 @@ class App:
         self.metrics: Metrics | None = None
         self.ready = False
         self.draining = False
+        # While draining: when the newest connection arrived (is the Service still routing here?).
+        self.last_accept = 0.0
+        self.accepted_while_draining = 0
         self.tokens: list[bytes] | None = None
         self._token_mtime = -1.0
         self.routes: dict[bytes, tuple[int, bytes, str, bool, bytes]] = {}
@@ -375,7 +379,11 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        self.app.connections.add(self)
+        app = self.app
+        app.connections.add(self)
+        if app.draining:
+            app.last_accept = time.monotonic()
+            app.accepted_while_draining += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
@@ -571,15 +579,29 @@ async def serve(config: ServeConfig) -> int:
 
 
 async def drain(app: App, server: asyncio.AbstractServer, config: ServeConfig) -> None:
-    """Not ready first (endpoints are removed), then stop accepting, finish what is in flight, exit."""
+    """Not ready first (endpoints are removed), then stop accepting, finish what is in flight, exit.
+
+    The endpoint's removal reaches each node's proxy rules at its own pace (seconds on a busy node), and a
+    connection that arrives after the listener closed is refused. So the listener stays open for at least
+    ``drain_delay`` and then until no connection has arrived for ``drain_quiet`` seconds: traffic that still
+    arrives says the Service still routes here. ``drain_timeout`` bounds the rest of the drain.
+    """
     app.draining = True
+    app.last_accept = start = time.monotonic()
     if app.metrics is not None:
         app.metrics.ready = False
-    log("draining", connections=len(app.connections), delay=config.drain_delay)
+    log("draining", connections=len(app.connections), delay=config.drain_delay, quiet=config.drain_quiet)
+    deadline = start + config.drain_delay + config.drain_timeout
     if config.drain_delay:
         await asyncio.sleep(config.drain_delay)
+    while time.monotonic() - app.last_accept < config.drain_quiet and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     server.close()
-    deadline = time.monotonic() + config.drain_timeout
+    log(
+        "listener_closed",
+        after_seconds=round(time.monotonic() - start, 3),
+        accepted_while_draining=app.accepted_while_draining,
+    )
     while app.connections and time.monotonic() < deadline:
         for conn in list(app.connections):
             conn.close_if_idle()  # busy ones close themselves after their answer (draining => no keep-alive)
