@@ -28,17 +28,35 @@ from e2e_support import (
 # A load generator: V2 requests in a loop, each on a new connection through the Service, counting every
 # answer that is not a 200 and every connection error. It runs until it has seen a second model version
 # for AFTER seconds (the old pods drain and go meanwhile), or MAX seconds, and prints its counts as JSON.
+# It starts counting at the first answer: a ModelDeployment is Ready when its pods are, and on a busy node
+# kube-proxy may take a moment more to route a new Service (until then it refuses connections). That is
+# the likely source of the 6 refused connections seen in 2 of ~17 runs, counted from the start; what is
+# measured now is the model change, after the Service answered. The errors before that are printed.
 LOAD = """
 import json, sys, time, urllib.error, urllib.request
 url, body, after, most = sys.argv[1], sys.argv[2].encode(), float(sys.argv[3]), float(sys.argv[4])
-ok, codes, errors, versions, first, changed = 0, {}, {}, {}, None, None
-print(json.dumps({"started": url}), flush=True)
+
+def call():
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read())["model_version"]
+
+before, deadline = [], time.monotonic() + 60
+while True:
+    try:
+        call()
+        break
+    except Exception as error:
+        if time.monotonic() > deadline:
+            raise
+        before.append(type(error).__name__ + ": " + str(error)[:80])
+        time.sleep(0.05)
+print(json.dumps({"started": url, "errorsBeforeTheFirstAnswer": before[:5]}), flush=True)
+ok, codes, errors, versions, first, changed, when = 0, {}, {}, {}, None, None, []
 start = time.monotonic()
 while time.monotonic() - start < most and (changed is None or time.monotonic() - changed < after):
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            version = json.loads(answer.read())["model_version"]
+        version = call()
         ok += 1
         versions[version] = versions.get(version, 0) + 1
         first = first or version
@@ -46,11 +64,14 @@ while time.monotonic() - start < most and (changed is None or time.monotonic() -
             changed = time.monotonic()
     except urllib.error.HTTPError as error:
         codes[str(error.code)] = codes.get(str(error.code), 0) + 1
+        when.append(round(time.monotonic() - start, 3))
     except Exception as error:
         kind = type(error).__name__ + ": " + str(error)[:80]
         errors[kind] = errors.get(kind, 0) + 1
+        when.append(round(time.monotonic() - start, 3))
 print(json.dumps({"ok": ok, "failed": sum(codes.values()), "codes": codes, "errors": sum(errors.values()),
-                  "errorKinds": errors, "versions": versions, "seconds": round(time.monotonic() - start, 1)}))
+                  "errorKinds": errors, "errorSeconds": when[:20], "versions": versions,
+                  "seconds": round(time.monotonic() - start, 1)}))
 """
 
 BODY = {
@@ -154,6 +175,7 @@ def test_a_model_change_drops_no_request(
 
     wait_for(serving_new, 240, "the new model's digest in status with Ready=True")
     out = pod_output(kubectl, namespace, "load", timeout=240)
+    print("load generator:", out.strip().splitlines()[0])
     counts = json.loads(out.strip().splitlines()[-1])
     print("load through the model change:", counts)
     assert counts["failed"] == 0 and counts["errors"] == 0, counts
