@@ -22,6 +22,26 @@ REPO = Path(__file__).resolve().parents[1]
 RELEASE, RELEASE_NAMESPACE = "kubeloop", "kubeloop-system"
 # The node-local artifact store that localcluster.py makes (owned by the pods' user, 65532).
 STORE_URI = "file://" + os.environ.get("KUBELOOP_CLUSTER_STATE", "/var/lib/kubeloop-cluster") + "/store"
+# The restricted pod security every pod of ours runs under (the e2e tests' pods too).
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# Two iris flowers as a V2 request to the sample ModelDeployment.
+IRIS_REQUEST = {
+    "inputs": [
+        {
+            "name": "input",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
+        }
+    ]
+}
 
 
 def bin_dir() -> Path:
@@ -134,14 +154,7 @@ def predict_in_cluster(namespace: str, url: str, image: str, body: dict) -> str:
                     "image": image,
                     "imagePullPolicy": "Never",
                     "command": ["python3", "-c", script, json.dumps(body)],
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": RESTRICTED,
                 }
             ]
         }
@@ -186,19 +199,9 @@ def main() -> int:
     wait_for_condition("trainingjob", "iris-logreg", ns, "Succeeded", 600, failed="Failed")
     wait_for_condition("modeldeployment", "iris", ns, "Ready", 300)
     url = json.loads(kubectl("get", "modeldeployment", "iris", "-n", ns, "-o", "json"))["status"]["url"]
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": [2, 4],
-                "datatype": "FP32",
-                "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
-            }
-        ]
-    }
     infer_url = url.rstrip("/") + "/v2/models/iris/infer"
     print(f"5. a prediction through the Service, from a pod: POST {infer_url}", flush=True)
-    print("  ", predict_in_cluster(ns, infer_url, images["trainer"], body), flush=True)
+    print("  ", predict_in_cluster(ns, infer_url, images["trainer"], IRIS_REQUEST), flush=True)
     print(kubectl("get", "kubeloop", "-n", ns))
     print(f"the loop ran in {time.monotonic() - t0:.0f}s; KUBECONFIG={kubeconfig()}")
     return 0

@@ -20,16 +20,6 @@ from polling import wait_for  # noqa: E402  (re-exported for the e2e tests)
 # The node-local artifact store the operator is installed with, readable here as a host directory.
 STORE_ROOT = Path(demo.STORE_URI.removeprefix("file://"))
 
-# The restricted pod security every pod of ours runs under.
-SECURITY_CONTEXT: Obj = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
 
 def apply(kubectl: Kubectl, namespace: str, *objects: Obj) -> None:
     kubectl(
@@ -109,7 +99,7 @@ def start_pod(kubectl: Kubectl, namespace: str, name: str, image: str, command: 
                     "image": image,
                     "imagePullPolicy": "Never",
                     "command": command,
-                    "securityContext": SECURITY_CONTEXT,
+                    "securityContext": demo.RESTRICTED,
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "64Mi"},
                         "limits": {"memory": "256Mi"},

@@ -5,22 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from e2e_support import STORE_ROOT, Kubectl, demo, status
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
-import demo
-
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-
-
-def _status(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout).get("status", {})
 
 
 def test_dataset_to_served_model(
@@ -29,21 +21,20 @@ def test_dataset_to_served_model(
     kubectl("apply", "-n", namespace, "-f", str(SAMPLES))
 
     demo.wait_for_condition("dataset", "iris", namespace, "Ready", 300)
-    dataset = _status(kubectl, "dataset", "iris", namespace)
+    dataset = status(kubectl, "dataset", "iris", namespace)
     assert len(dataset["version"]) >= 16 and dataset["rows"] == 150
 
     demo.wait_for_condition("trainingjob", "iris-logreg", namespace, "Succeeded", 600, failed="Failed")
-    job = _status(kubectl, "trainingjob", "iris-logreg", namespace)
+    job = status(kubectl, "trainingjob", "iris-logreg", namespace)
     assert job["metrics"]["accuracy"] >= 0.85
     assert len(job["trials"]) == 3, job["trials"]
     assert dataset["version"].startswith(job["model"]["datasetVersion"][:16])
     sha = job["model"]["sha256"]
-    store_root = Path(demo.STORE_URI.removeprefix("file://"))
-    model_file = next(store_root.glob(f"**/models/{sha}/model.onnx"))
+    model_file = next(STORE_ROOT.glob(f"**/models/{sha}/model.onnx"))
     assert hashlib.sha256(model_file.read_bytes()).hexdigest() == sha
 
     demo.wait_for_condition("modeldeployment", "iris", namespace, "Ready", 300)
-    served = _status(kubectl, "modeldeployment", "iris", namespace)
+    served = status(kubectl, "modeldeployment", "iris", namespace)
     assert served["model"]["sha256"] == sha
 
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -69,8 +60,8 @@ def test_the_same_data_gives_the_same_version(
     kubectl("apply", "-n", namespace, "-f", "-", input=dataset.replace("name: iris", "name: iris-again"))
     demo.wait_for_condition("dataset", "iris", namespace, "Ready", 300)
     demo.wait_for_condition("dataset", "iris-again", namespace, "Ready", 300)
-    first = _status(kubectl, "dataset", "iris", namespace)["version"]
-    assert _status(kubectl, "dataset", "iris-again", namespace)["version"] == first
+    first = status(kubectl, "dataset", "iris", namespace)["version"]
+    assert status(kubectl, "dataset", "iris-again", namespace)["version"] == first
 
 
 def test_helm_test_pod_passes(

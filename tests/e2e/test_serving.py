@@ -14,6 +14,7 @@ from e2e_support import (
     Obj,
     apply,
     conditions,
+    demo,
     events,
     get,
     iris_dataset,
@@ -73,17 +74,6 @@ print(json.dumps({"ok": ok, "failed": sum(codes.values()), "codes": codes, "erro
                   "errorKinds": errors, "errorSeconds": when[:20], "versions": versions,
                   "seconds": round(time.monotonic() - start, 1)}))
 """
-
-BODY = {
-    "inputs": [
-        {
-            "name": "input",
-            "shape": [2, 4],
-            "datatype": "FP32",
-            "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
-        }
-    ]
-}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +147,7 @@ def test_a_model_change_drops_no_request(
     )
     url = status(kubectl, "modeldeployment", "iris", namespace)["url"].rstrip("/") + "/v2/models/iris/infer"
 
-    command = ["python3", "-c", LOAD, url, json.dumps(BODY), "25", "240"]
+    command = ["python3", "-c", LOAD, url, json.dumps(demo.IRIS_REQUEST), "25", "240"]
     start_pod(kubectl, namespace, "load", operator_installed["trainer"], command)
     wait_for(
         lambda: "started" in kubectl("logs", "load", "-n", namespace, check=False).stdout,
