@@ -136,8 +136,8 @@ class Kube:
     def create_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about one of our objects, as ``kubectl describe`` and ``kubectl events`` show."""
         meta = involved["metadata"]
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        micro = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = datetime.datetime.now(datetime.UTC)
+        stamp, micro = now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self._call(
             "POST",
             f"/api/v1/namespaces/{meta['namespace']}/events",

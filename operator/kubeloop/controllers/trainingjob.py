@@ -114,7 +114,7 @@ def serving_baseline(spec: TrainingJobSpec, deployment: Obj | None, training_job
             "this namespace, so its metrics are unknown: comparison skipped",
         }
     producer = producers[0]
-    source = producer["metadata"]["name"]
+    source = _name(producer)
     known = (producer.get("status") or {}).get("metrics") or {}
     wanted = compared_metrics(spec)
     metrics = {m: float(known[m]) for m in wanted if isinstance(known.get(m), int | float)}

@@ -112,9 +112,11 @@ class FeatureBins:
     edge axis costs more than a searchsorted per feature.)
     """
 
-    def __init__(self, columns: list[int], edges: list[list[float]]) -> None:
-        self.columns = columns
-        self.edges = [np.array([float(b) for b in e]) for e in edges]
+    def __init__(self, features: list[tuple[int, str, list[float]]]) -> None:
+        """``features``: (input column, label-escaped name, the baseline's edges) of each numeric feature."""
+        self.columns = [j for j, _, _ in features]
+        self.names = [name for _, name, _ in features]
+        self.edges = [np.array([float(b) for b in e]) for _, _, e in features]
         width = max((len(e) for e in self.edges), default=0) + 1
         self._offsets = np.arange(len(self.edges)) * width
         self.counts = np.zeros((len(self.edges), width), dtype=np.int64)
@@ -133,9 +135,11 @@ class FeatureBins:
         self.counts += np.bincount(bins[finite], minlength=self.counts.size).reshape(self.counts.shape)
         self.sums += np.where(finite, values, 0.0).sum(axis=0)
 
-    def histogram(self, i: int) -> tuple[list[float], list[int], float]:
-        edges = self.edges[i].tolist()
-        return edges, self.counts[i, : len(edges) + 1].tolist(), float(self.sums[i])
+    def render(self, name: str, labels: str, out: list[str]) -> None:
+        for i, feature in enumerate(self.names):
+            edges = self.edges[i].tolist()
+            counts = self.counts[i, : len(edges) + 1].tolist()
+            render_histogram(name, f'{labels},feature="{feature}"', edges, counts, float(self.sums[i]), out)
 
 
 class Metrics:
@@ -175,8 +179,7 @@ class Metrics:
                 self.categorical.append(
                     (j, _label(feature), cats, _category_index(cats), [0] * (len(cats) + 1))
                 )
-        self.numeric_names = [name for _, name, _ in numeric]
-        self.numeric = FeatureBins([j for j, _, _ in numeric], [edges for _, _, edges in numeric])
+        self.numeric = FeatureBins(numeric)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         key = (protocol, code)
@@ -262,15 +265,12 @@ class Metrics:
                 "# TYPE kubeloop_prediction_value histogram",
             ]
             self.prediction_values.render("kubeloop_prediction_value", m, out)
-        if self.numeric_names:
+        if self.numeric.names:
             out += [
                 "# HELP kubeloop_feature_value Input values on the bins of the training baseline.",
                 "# TYPE kubeloop_feature_value histogram",
             ]
-            for i, feature in enumerate(self.numeric_names):
-                render_histogram(
-                    "kubeloop_feature_value", f'{m},feature="{feature}"', *self.numeric.histogram(i), out
-                )
+            self.numeric.render("kubeloop_feature_value", m, out)
         if self.categorical:
             out += [
                 "# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
