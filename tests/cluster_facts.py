@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -88,6 +89,7 @@ def facts() -> dict[str, Any]:
     }
 
 
+@functools.cache  # every kubectl call of the tests asks; build-binaries.sh need answer only once
 def kubectl_binary() -> str:
     """The pinned kubectl built with the cluster (never another on PATH: its version could differ)."""
     bin_dir = (
