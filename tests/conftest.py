@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cluster_facts import DEFAULT_KUBECONFIG, LOCALCLUSTER, REPO, STATE, binary, facts, kubectl_binary
+from support.cluster import DEFAULT_KUBECONFIG, LOCALCLUSTER, REPO, STATE, binary, facts, kubectl_binary
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 from collections.abc import Callable
 
-from polling import wait_for
+from support.polling import wait_for
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2e_support import STORE_ROOT, Kubectl, apply, conditions, events, status, wait_condition
+from support.e2e import STORE_ROOT, Kubectl, apply, conditions, events, status, wait_condition
 
 HEADER = "sepal_length,sepal_width,petal_length,species"
 ROWS = [

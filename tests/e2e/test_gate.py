@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2e_support import Kubectl, apply, iris_dataset, status, training_job, wait_condition
+from support.e2e import Kubectl, apply, iris_dataset, status, training_job, wait_condition
 
 
 def test_a_model_worse_than_the_serving_one_fails_its_gate_and_is_not_deployed(

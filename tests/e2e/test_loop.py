@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from e2e_support import STORE_ROOT, Kubectl, demo, status
+
+from support.e2e import STORE_ROOT, Kubectl, demo, status
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 

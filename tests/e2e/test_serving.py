@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import (
+
+from support.e2e import (
     Kubectl,
     Obj,
     apply,

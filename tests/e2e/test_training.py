@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import time
 
-from e2e_support import (
+from support.e2e import (
     STORE_ROOT,
     Kubectl,
     apply,

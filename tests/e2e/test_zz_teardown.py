@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from cluster_facts import LOCALCLUSTER, STATE, facts
+from support.cluster import LOCALCLUSTER, STATE, facts
 
 
 def test_down_leaves_nothing_behind() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kopf.testing import KopfRunner
 
-from polling import wait_for  # noqa: F401 - re-exported for the tests
+from support.polling import wait_for  # noqa: F401 - re-exported for the tests
 
 OPERATOR_ARGS = ["run", "-A", "--standalone", "-m", "kubeloop.controllers.main"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from cluster_facts import binary
+from support.cluster import binary
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 
 from kubeloop.runtime.store import Store, StoreError, open_store
-from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
+from support.s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.runtime.store import open_store
-from s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
+from support.s3server import S3Server, s3_env, s3_server  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 CSV = "x1,x2,y\n" + "".join(f"{i % 7 * 0.5},{(i * 3) % 11},{int(i % 7 > 3)}\n" for i in range(120))

@@ -1,4 +1,4 @@
-"""Polling helper for tests that wait on the cluster or a process (`from polling import wait_for`)."""
+"""Polling helper for tests that wait on the cluster or a process (`from support.polling import wait_for`)."""
 
 from __future__ import annotations
 

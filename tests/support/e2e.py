@@ -15,7 +15,7 @@ Obj = dict[str, Any]
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
 import demo  # noqa: E402
 
-from polling import wait_for  # noqa: E402  (re-exported for the e2e tests)
+from support.polling import wait_for  # noqa: E402  (re-exported for the e2e tests)
 
 # The node-local artifact store the operator is installed with, readable here as a host directory.
 STORE_ROOT = Path(demo.STORE_URI.removeprefix("file://"))

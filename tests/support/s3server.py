@@ -1,7 +1,7 @@
 """A real S3-compatible server on 127.0.0.1 for the store's tests: versitygw with its POSIX backend.
 
 The binary is built once from the Go module proxy by cluster/build-s3.sh and cached under
-~/.cache/kubeloop/s3/. Import the fixture into a test module: ``from s3server import s3_server``.
+~/.cache/kubeloop/s3/. Import the fixture into a test module: ``from support.s3server import s3_server``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "cluster" / "build-s3.sh"
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOCALCLUSTER = [sys.executable, str(REPO / "cluster" / "localcluster.py")]
 DEFAULT_KUBECONFIG = REPO / ".kube" / "config"
 STATE_DIR = Path(os.environ.get("KUBELOOP_CLUSTER_STATE", "/var/lib/kubeloop-cluster"))
