@@ -15,6 +15,19 @@ demo: cluster-up ## Run the whole loop: local cluster, images, operator installe
 test: venv host-deps lint ## Lint, then every test: unit, integration and e2e on a real local Kubernetes (set up by itself)
 	$(VENV)/bin/pytest -ra
 
+##@ Tests, one layer at a time (make test runs lint and all three)
+# A cluster the tests start is torn down, and checked to leave nothing behind, by tests/e2e/test_zz_teardown.py;
+# test-integration runs it too (it skips when the run reused a cluster it did not start).
+.PHONY: test-unit test-integration test-e2e
+test-unit: venv ## Unit tests only (tests/unit): no cluster, no host packages
+	$(VENV)/bin/pytest -ra tests/unit
+
+test-integration: venv host-deps ## Integration tests (tests/integration) against a real API server (started if none answers)
+	$(VENV)/bin/pytest -ra tests/integration tests/e2e/test_zz_teardown.py
+
+test-e2e: venv host-deps ## End-to-end tests (tests/e2e) on a real node: images built, operator installed by Helm
+	$(VENV)/bin/pytest -ra tests/e2e
+
 ##@ Development
 .PHONY: venv
 venv: $(VENV)/.installed ## Create the virtual environment with every dependency
@@ -48,7 +61,7 @@ images: host-deps ## Build the operator, trainer and server images and import th
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*##/ {printf "  %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ API and operator
 OPERATOR_PKGS := operator/kubeloop/api operator/kubeloop/builders operator/kubeloop/controllers
