@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support.e2e import STORE_ROOT, Kubectl, apply, conditions, events, status, wait_condition
+from support.e2e import Kubectl, apply, conditions, events, status, store_listing, wait_condition
 
 HEADER = "sepal_length,sepal_width,petal_length,species"
 ROWS = [
@@ -61,11 +61,16 @@ CASES = {
 }
 
 
+# The same data without a fault: ingested beside the bad cases, its snapshot is what the store must hold
+# of this namespace, and all it may hold. It shows that the store is read where the operator writes.
+CONTROL = "valid-control"
+
+
 def test_bad_data_is_not_validated_and_writes_no_snapshot(
     kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
 ) -> None:
     objects = []
-    for name, (data, validation, _, _) in CASES.items():
+    for name, (data, validation, _, _) in {**CASES, CONTROL: (csv(ROWS), {}, "", [])}.items():
         objects.append(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"data.csv": data}}
         )
@@ -97,6 +102,24 @@ def test_bad_data_is_not_validated_and_writes_no_snapshot(
         assert "version" not in status(kubectl, "dataset", name, namespace)
         assert any(e["reason"] == reason for e in events(kubectl, namespace, name)), "no Event says why"
 
-    # Nothing of this namespace reached the store: no snapshot, no statistics, no temp file.
-    written = [p for p in STORE_ROOT.glob("**/*") if namespace in p.parts]
-    assert written == [], written
+    wait_condition(
+        kubectl, "dataset", CONTROL, namespace, "Ready", timeout=240, unless=("Validated", "False")
+    )
+    control = status(kubectl, "dataset", CONTROL, namespace)
+
+    # Nothing of the bad cases reached the store: no snapshot, no statistics, no temp file. The store is
+    # read from a pod, through its own interface, with the URI the installed operator writes to; the
+    # control's snapshot must be there (in the contract's layout), so the check cannot pass for want of
+    # a store to look at.
+    store = store_listing(kubectl, namespace, operator_installed["trainer"], namespace)
+    snapshot = f"datasets/{namespace}/{CONTROL}/{control['sha256']}"
+    assert control["artifactURI"] == f"{store['storeURI'].rstrip('/')}/{snapshot}/data.parquet", (
+        control["artifactURI"],
+        store["storeURI"],
+    )
+    expected = [f"{snapshot}/data.parquet", f"{snapshot}/statistics.json"]
+    assert store["keys"] == expected, store
+    if store["paths"] is not None:  # a volume store: every file and directory, temp files too
+        parts = snapshot.split("/")
+        directories = {"/".join(parts[:n]) for n in range(2, len(parts) + 1)}  # datasets/<namespace>/...
+        assert set(store["paths"]) == {*expected, *directories}, store
