@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from polling import wait_for
+from support.polling import wait_for
 
 SHA = "0" * 64
 

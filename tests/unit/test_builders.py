@@ -10,7 +10,7 @@ import pytest
 from kubeloop.api.dataset import DatasetSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
-from kubeloop.builders.common import child_name
+from kubeloop.contract import child_name
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, MODEL_DIR, autoscaler, deployment, service
 from kubeloop.builders.settings import Settings, SettingsError

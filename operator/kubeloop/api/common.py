@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kubeloop.api.conditions import ConditionType, Reason
+
 GROUP = "kubeloop.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -145,6 +147,12 @@ class Kind:
     spec: type[KubeloopModel]
     status: type[KubeloopModel]
     columns: tuple[Printer, ...]
+    # The condition that sums the object up: Ready for long-lived kinds, Succeeded for bounded ones. A
+    # reconcile that waits or fails says so on it.
+    summary: ConditionType
+    # Every condition type the kind sets and every reason the operator gives it (see api.conditions).
+    condition_types: tuple[ConditionType, ...]
+    reasons: tuple[Reason, ...]
     # CEL rules on the whole object: the only place a rule may read metadata.name.
     root_rules: tuple[dict[str, str], ...] = field(default=())
 

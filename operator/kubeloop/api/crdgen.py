@@ -17,6 +17,7 @@ import yaml
 
 from kubeloop.api import GROUP, KINDS, VERSION
 from kubeloop.api.common import Kind, KubeloopModel
+from kubeloop.api.conditions import describe
 
 # JSON Schema keywords the API server's structural schema accepts (others are dropped: title, examples...).
 _KEPT = {
@@ -111,6 +112,16 @@ def openapi_schema(model: type[KubeloopModel]) -> dict[str, Any]:
     return _structural(_resolve(raw, defs))
 
 
+def status_schema(kind: Kind) -> dict[str, Any]:
+    """The status schema, its conditions described with the kind's condition types and reasons."""
+    schema = {**openapi_schema(kind.status), "description": kind.status.__doc__ or ""}
+    conditions = schema["properties"]["conditions"]
+    conditions["description"] = conditions.get("description", "") + describe(
+        kind.condition_types, kind.reasons
+    )
+    return schema
+
+
 def crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     root: dict[str, Any] = {
@@ -122,7 +133,7 @@ def crd(kind: Kind) -> dict[str, Any]:
             "kind": {"type": "string", "description": "Kind of the object."},
             "metadata": {"type": "object"},
             "spec": {**openapi_schema(kind.spec), "description": kind.spec.__doc__ or ""},
-            "status": {**openapi_schema(kind.status), "description": kind.status.__doc__ or ""},
+            "status": status_schema(kind),
         },
     }
     if kind.root_rules:

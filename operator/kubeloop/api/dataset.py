@@ -22,6 +22,7 @@ from kubeloop.api.common import (
     cel,
     condition_column,
 )
+from kubeloop.api.conditions import ConditionType, Reason
 
 BuiltinDataset = Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
 SOURCE_KINDS = ("builtin", "url", "s3", "pvc", "configMapRef")
@@ -265,6 +266,19 @@ class DatasetStatus(KubeloopModel):
 
 DATASET = Kind(
     kind="Dataset",
+    summary=ConditionType.READY,
+    condition_types=(ConditionType.READY, ConditionType.VALIDATED),
+    reasons=(
+        Reason.INGESTING,
+        Reason.INGESTED,
+        Reason.INGEST_FAILED,
+        Reason.INVALID_RESULT,
+        Reason.JOB_FAILED,
+        Reason.NO_RESULT,
+        Reason.INVALID_SPEC,
+        Reason.RECONCILE_ERROR,
+        Reason.STATUS_REJECTED,
+    ),
     plural="datasets",
     short_names=("ds",),
     description="A Dataset says where data comes from and what it must look like; "

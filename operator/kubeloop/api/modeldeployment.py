@@ -22,6 +22,7 @@ from kubeloop.api.common import (
     cel,
     condition_column,
 )
+from kubeloop.api.conditions import ConditionType, Reason
 
 
 class LabelSelector(KubeloopModel):
@@ -202,6 +203,22 @@ class ModelDeploymentStatus(KubeloopModel):
 
 MODEL_DEPLOYMENT = Kind(
     kind="ModelDeployment",
+    summary=ConditionType.READY,
+    condition_types=(ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED),
+    reasons=(
+        Reason.WAITING_FOR_TRAINING_JOB,
+        Reason.TRAINING_JOB_FAILED,
+        Reason.GATE_NOT_PASSED,
+        Reason.MODEL_LOADING,
+        Reason.MODEL_SERVING,
+        Reason.ROLLING_OUT,
+        Reason.ROLLOUT_COMPLETE,
+        Reason.ROLLOUT_STUCK,
+        Reason.HEALTHY,
+        Reason.INVALID_SPEC,
+        Reason.RECONCILE_ERROR,
+        Reason.STATUS_REJECTED,
+    ),
     plural="modeldeployments",
     short_names=("md", "mdep"),
     description="A ModelDeployment serves a model over HTTP (Open Inference Protocol V2) "

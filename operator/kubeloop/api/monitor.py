@@ -18,6 +18,7 @@ from kubeloop.api.common import (
     cel,
     condition_column,
 )
+from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.trainingjob import TrainingJobSpec
 
 
@@ -148,6 +149,16 @@ class MonitorStatus(KubeloopModel):
 
 MONITOR = Kind(
     kind="Monitor",
+    summary=ConditionType.READY,
+    condition_types=(ConditionType.READY, ConditionType.DRIFTED, ConditionType.SLO_VIOLATED),
+    reasons=(
+        Reason.WAITING_FOR_MODEL_DEPLOYMENT,
+        Reason.WATCHING,
+        Reason.NOT_CHECKED,
+        Reason.INVALID_SPEC,
+        Reason.RECONCILE_ERROR,
+        Reason.STATUS_REJECTED,
+    ),
     plural="monitors",
     short_names=("mon",),
     description="A Monitor watches a ModelDeployment's SLOs and feature drift "

@@ -20,6 +20,7 @@ from kubeloop.api.common import (
     cel,
     condition_column,
 )
+from kubeloop.api.conditions import ConditionType, Reason
 
 MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
@@ -133,12 +134,6 @@ class Search(KubeloopModel):
     """parallelism is how many trials run at once."""
     objective: Objective
     """objective picks the best trial."""
-
-
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
-"""Metrics where a lower value is better; every other metric is better higher. Mirrors the runtime's list
-(kubeloop.runtime.train.LOWER_IS_BETTER, which decides the direction of the "no worse" comparison); a unit
-test keeps the two equal."""
 
 
 class ModelDeploymentRef(KubeloopModel):
@@ -320,6 +315,24 @@ class TrainingJobStatus(KubeloopModel):
 
 TRAINING_JOB = Kind(
     kind="TrainingJob",
+    summary=ConditionType.SUCCEEDED,
+    condition_types=(ConditionType.SUCCEEDED, ConditionType.FAILED, ConditionType.GATE_PASSED),
+    reasons=(
+        Reason.WAITING_FOR_DATASET,
+        Reason.DATASET_VERSION_NOT_FOUND,
+        Reason.ESTIMATOR_NOT_ALLOWED,
+        Reason.INVALID_SEARCH,
+        Reason.TRAINING,
+        Reason.TRAINED,
+        Reason.TRAINING_FAILED,
+        Reason.OBJECTIVE_MISSING,
+        Reason.INVALID_RESULT,
+        Reason.GATE_MET,
+        Reason.GATE_MISSED,
+        Reason.INVALID_SPEC,
+        Reason.RECONCILE_ERROR,
+        Reason.STATUS_REJECTED,
+    ),
     plural="trainingjobs",
     short_names=("tj",),
     description="A TrainingJob fits a model on a Dataset (optionally as a hyperparameter search), "

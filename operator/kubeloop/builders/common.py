@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 from urllib.parse import urlparse
 
+from kubeloop import contract
 from kubeloop.api.common import ResourceRequirements
 from kubeloop.builders.settings import Settings
-
-RUNTIME_COMMAND = ["python", "-m", "kubeloop.runtime"]
-# The non-root user of the images (the Dockerfile's USER).
-RUNTIME_UID = 65532
-# The runtime reserves this exit code for data and code errors; the Job fails at once on it.
-DATA_ERROR_EXIT_CODE = 2
-TERMINATION_LOG = "/dev/termination-log"
-# Where a PersistentVolumeClaim named in a pvc:// URI is mounted (kubeloop.runtime.store reads the same path).
-PVC_ROOT = "/mnt/pvc"
-MAX_NAME = 63
+from kubeloop.contract import (
+    EXIT_DATA_ERROR,
+    MAX_NAME,
+    PVC_ROOT,
+    RUNTIME_UID,
+    TERMINATION_LOG,
+)
 
 Manifest = dict[str, Any]
-
-
-def child_name(parent: str, *suffix: str) -> str:
-    """A deterministic child name, at most 63 characters (Job names become label values).
-
-    Too long a name is cut and made unique again with a short hash of the full name.
-    """
-    full = "-".join((parent, *suffix))
-    if len(full) <= MAX_NAME:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    tail = "-".join(suffix)
-    head = parent[: MAX_NAME - len(tail) - len(digest) - 2].rstrip("-.")
-    return f"{head}-{digest}-{tail}" if tail else f"{head}-{digest}"
-
-
-def labels(kind: str, parent: str, component: str) -> dict[str, str]:
-    """Labels of every child: who made it, for what, and which parent it belongs to."""
-    return {
-        "app.kubernetes.io/name": "kubeloop",
-        "app.kubernetes.io/managed-by": "kubeloop",
-        "app.kubernetes.io/component": component,
-        f"kubeloop.io/{kind.lower()}": label_value(parent),
-    }
-
-
-def label_value(value: str) -> str:
-    return value if len(value) <= MAX_NAME else child_name(value)
+RUNTIME_COMMAND = list(contract.RUNTIME_COMMAND)
 
 
 def resources(spec: ResourceRequirements | None, default: Manifest) -> Manifest:
@@ -160,7 +130,7 @@ def job(
                         "onExitCodes": {
                             "containerName": container["name"],
                             "operator": "In",
-                            "values": [DATA_ERROR_EXIT_CODE],
+                            "values": [EXIT_DATA_ERROR],
                         },
                     },
                     # Evictions, preemption and node drains are not the run's fault: retry without counting.

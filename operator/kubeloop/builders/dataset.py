@@ -7,14 +7,13 @@ from kubeloop.builders.common import (
     RUNTIME_COMMAND,
     Manifest,
     Mounts,
-    child_name,
     config_env,
     job,
-    labels,
     resources,
     store_env_from,
 )
 from kubeloop.builders.settings import Settings
+from kubeloop.contract import child_labels, child_name
 
 INGEST_CONTAINER = "ingest"
 HASH_KEY_DIR = "/var/run/kubeloop/hash-key"
@@ -84,7 +83,7 @@ def ingest_job(
     return job(
         name=ingest_job_name(name, generation, refresh),
         namespace=namespace,
-        labels=labels("Dataset", name, "ingest"),
+        labels=child_labels("Dataset", name, "ingest"),
         container=container,
         mounts=mounts,
         backoff_limit=INGEST_BACKOFF_LIMIT,

@@ -8,12 +8,12 @@ from kubeloop.builders.common import (
     Manifest,
     Mounts,
     container_security_context,
-    labels,
     pod_security_context,
     resources,
     store_env_from,
 )
 from kubeloop.builders.settings import Settings
+from kubeloop.contract import LABEL_COMPONENT, child_labels, owner_selector
 
 PORT = 8080
 MODEL_DIR = "/var/run/kubeloop/model"
@@ -33,7 +33,8 @@ FETCH_RESOURCES: Manifest = {"requests": {"cpu": "50m", "memory": "128Mi"}, "lim
 
 
 def selector(name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/component": "server", "kubeloop.io/modeldeployment": name}
+    """The server pods of one ModelDeployment (the Service's and the Deployment's selector)."""
+    return {LABEL_COMPONENT: "server", **owner_selector("ModelDeployment", name)}
 
 
 def service_url(name: str, namespace: str) -> str:
@@ -109,7 +110,7 @@ def deployment(
         if strategy == "Recreate"
         else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     )
-    pod_labels = {**labels("ModelDeployment", name, "server"), **selector(name)}
+    pod_labels = {**child_labels("ModelDeployment", name, "server"), **selector(name)}
     manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -152,7 +153,7 @@ def service(*, name: str, namespace: str) -> Manifest:
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": labels("ModelDeployment", name, "server"),
+            "labels": child_labels("ModelDeployment", name, "server"),
         },
         "spec": {
             "type": "ClusterIP",
@@ -172,7 +173,7 @@ def autoscaler(*, name: str, namespace: str, spec: ModelDeploymentSpec) -> Manif
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": labels("ModelDeployment", name, "server"),
+            "labels": child_labels("ModelDeployment", name, "server"),
         },
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},

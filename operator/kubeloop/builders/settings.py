@@ -54,8 +54,9 @@ class Settings:
     # A Secret in the object's namespace whose keys become env vars of the pods (AWS_ACCESS_KEY_ID, ...).
     store_secret: str | None = None
     allowed_estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
-    # How often the level-based reconcile runs for every object, in seconds.
-    resync_seconds: float = 10.0
+    # The safety resync: how often every object is reconciled again from memory although no event came (the
+    # reconcile is event-driven; this only nets a missed trigger), in seconds.
+    resync_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

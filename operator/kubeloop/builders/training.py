@@ -9,14 +9,13 @@ from kubeloop.builders.common import (
     RUNTIME_COMMAND,
     Manifest,
     Mounts,
-    child_name,
     config_env,
     job,
-    labels,
     resources,
     store_env_from,
 )
 from kubeloop.builders.settings import Settings
+from kubeloop.contract import LABEL_TRIAL, child_labels, child_name
 
 TRAIN_CONTAINER = "train"
 DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
@@ -90,7 +89,7 @@ def training_job(
     if spec.image is None:
         # A custom image brings its own entrypoint; the contract is the environment and the result file.
         container.update({"command": RUNTIME_COMMAND, "args": ["train"]})
-    job_labels = {**labels("TrainingJob", name, "train"), "kubeloop.io/trial": str(trial)}
+    job_labels = {**child_labels("TrainingJob", name, "train"), LABEL_TRIAL: str(trial)}
     return job(
         name=trial_job_name(name, generation, trial),
         namespace=namespace,

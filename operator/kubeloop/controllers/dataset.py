@@ -5,24 +5,27 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kubeloop.api import DATASET
+from kubeloop.api.conditions import Reason
 from kubeloop.api.dataset import DatasetSpec, FeatureSummary
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.controllers.conditions import now
+from kubeloop.controllers.errors import Invalid
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import outcome, parse_time, reason_word, seconds
+from kubeloop.controllers.jobs import parse_time, read_outcome, reason_word, seconds
 from kubeloop.controllers.kube import Obj
 
 HISTORY = 10
 
 
-def _refresh_due(spec: DatasetSpec, run: Obj) -> bool:
+def refresh_in(spec: DatasetSpec, run: Obj, now: datetime.datetime) -> float | None:
+    """Seconds until the next refresh is due (0 or less: due now); None when no refresh is coming. Pure."""
     if spec.refresh_interval is None or run.get("state") == "Running" or not run.get("completionTime"):
-        return False
-    elapsed = datetime.datetime.now(datetime.UTC) - parse_time(run["completionTime"])
-    return elapsed.total_seconds() >= seconds(spec.refresh_interval)
+        return None
+    elapsed = now - parse_time(run["completionTime"])
+    return seconds(spec.refresh_interval) - elapsed.total_seconds()
 
 
 def _statistics(raw: Any) -> dict[str, Obj] | None:
@@ -43,25 +46,32 @@ def _statistics(raw: Any) -> dict[str, Obj] | None:
     return kept
 
 
-def reconcile(ctx: Context) -> Obj:
+def reconcile(ctx: Context) -> BaseModel:
     try:
         spec = DatasetSpec.model_validate(ctx.spec)
     except ValidationError as error:
-        ctx.conditions.set("Ready", "False", "InvalidSpec", f"the spec does not match the API: {error}")
-        return {}
+        raise Invalid(Reason.INVALID_SPEC, f"the spec does not match the API: {error}") from None
+    return ctx.updated(ingest(ctx, spec))
+
+
+def ingest(ctx: Context, spec: DatasetSpec) -> Obj:
+    """Run the ingest Job of this generation (or refresh) and record what it made: the status fields."""
     status = ctx.status
     run = dict(status.get("ingest") or {})
+    due = refresh_in(spec, run, datetime.datetime.now(datetime.UTC))
     if run.get("generation") != ctx.generation:
         refresh = 0
-    elif _refresh_due(spec, run):
+    elif due is not None and due <= 0:
         refresh = int(run.get("refresh", 0)) + 1
     else:
         refresh = int(run.get("refresh", 0))
+        if due is not None:
+            ctx.requeue_after(due)  # refreshInterval is the one reason a Dataset needs time
     name = ingest_job_name(ctx.name, ctx.generation, refresh)
     if run.get("job") == name and run.get("state") in ("Succeeded", "Failed"):
         return {}  # this run is recorded; its Job may be gone and is not needed again
 
-    job = ctx.kube.get("batch/v1", "Job", ctx.namespace, name)
+    job = ctx.cache.child("Job", "Dataset", ctx.namespace, ctx.name, name)
     if job is None:
         manifest = ingest_job(
             name=ctx.name,
@@ -75,7 +85,7 @@ def reconcile(ctx: Context) -> Obj:
     fields: Obj = {
         "ingest": {"job": name, "generation": ctx.generation, "refresh": refresh, "state": "Running"}
     }
-    result = outcome(ctx.kube, job)
+    result = read_outcome(ctx.cache, ctx.kube, job)
     if result.state == "Running":
         if not status.get("version"):
             ctx.conditions.set("Ready", "False", "Ingesting", f"ingest Job {name} is running")

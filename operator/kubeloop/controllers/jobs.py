@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubeloop.contract import LABEL_JOB_NAME
+from kubeloop.controllers.cache import Cache
 from kubeloop.controllers.kube import Kube, Obj
 
 State = Literal["Running", "Succeeded", "Failed"]
@@ -47,21 +49,44 @@ def parse_result(message: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def outcome(kube: Kube, job: Obj) -> Outcome:
-    state, reason, message = job_state(job)
+def termination_message(pods: list[Obj]) -> str | None:
+    """The termination message of the newest terminated pod (the runtime's JSON result). Pure."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            terminated = container.get("state", {}).get("terminated")
+            if terminated and terminated.get("message"):
+                return str(terminated["message"])
+    return None
+
+
+def outcome(job: Obj, message: str | None) -> Outcome:
+    """The outcome of a Job from its conditions and its pod's termination message. Pure."""
+    state, reason, message_ = job_state(job)
     if state == "Running":
         return Outcome(state, {}, "", "")
-    result = parse_result(kube.termination_message(job["metadata"]["namespace"], job["metadata"]["name"]))
+    result = parse_result(message)
     if state == "Failed":
         reason = str(result.get("reason") or reason or "JobFailed")
-        message = str(result.get("message") or message or "the Job failed without a message")
+        message_ = str(result.get("message") or message_ or "the Job failed without a message")
     elif result.get("ok") is False or not result:
         # Exit 0 without a result breaks the runtime contract: report it rather than invent facts.
         state, reason = "Failed", str(result.get("reason", "NoResult"))
-        message = str(
+        message_ = str(
             result.get("message", "the pod exited 0 but wrote no JSON result to /dev/termination-log")
         )
-    return Outcome(state, result, message, reason)
+    return Outcome(state, result, message_, reason)
+
+
+def read_outcome(cache: Cache, kube: Kube, job: Obj) -> Outcome:
+    """outcome() with the pod read from the cache; from the API only when the cache has no result for a
+    finished Job (the pod's watch event can come after the Job's, or the pod is long gone)."""
+    if job_state(job)[0] == "Running":
+        return Outcome("Running", {}, "", "")
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    message = termination_message(cache.job_pods(namespace, name))
+    if message is None:
+        message = termination_message(kube.list("v1", "Pod", namespace, {LABEL_JOB_NAME: name}))
+    return outcome(job, message)
 
 
 def seconds(duration: str) -> float:

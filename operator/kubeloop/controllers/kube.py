@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-import socket
 from typing import Any, cast
 
 import kubernetes
@@ -132,53 +130,3 @@ class Kube:
             body={"status": status},
             content_type="application/merge-patch+json",
         )
-
-    def create_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about one of our objects, as ``kubectl describe`` and ``kubectl events`` show."""
-        meta = involved["metadata"]
-        now = datetime.datetime.now(datetime.UTC)
-        stamp, micro = now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self._call(
-            "POST",
-            f"/api/v1/namespaces/{meta['namespace']}/events",
-            body={
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {
-                    "apiVersion": involved.get("apiVersion", ""),
-                    "kind": involved.get("kind", ""),
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "uid": meta.get("uid", ""),
-                },
-                "type": type_,
-                "reason": reason,
-                "message": message[:1024],
-                "count": 1,
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "eventTime": micro,
-                "action": reason,
-                "source": {"component": FIELD_MANAGER},
-                "reportingComponent": f"{FIELD_MANAGER}.io/operator",
-                "reportingInstance": socket.gethostname()[:128],
-            },
-        )
-
-    def termination_message(self, namespace: str, job: str) -> str | None:
-        """The termination message of the newest terminated pod of a Job (the runtime's JSON result)."""
-        pods = self.list("v1", "Pod", namespace, {"job-name": job})
-        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
-        for pod in pods:
-            for container in pod.get("status", {}).get("containerStatuses", []):
-                terminated = container.get("state", {}).get("terminated")
-                if terminated and terminated.get("message"):
-                    return cast(str, terminated["message"])
-        return None
-
-
-def list_all(kube: Kube, api_version: str, kind: str) -> list[Obj]:
-    """Every object of a kind in every namespace."""
-    items = kube._call("GET", f"/apis/{api_version}/{PLURALS[kind]}").get("items", [])
-    return cast(list[Obj], items)

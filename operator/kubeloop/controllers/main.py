@@ -12,22 +12,23 @@ from typing import Any
 
 import kopf
 
-from kubeloop.api import API_VERSION, KINDS
 from kubeloop.builders.settings import Settings
 from kubeloop.controllers import dataset, modeldeployment, monitor, trainingjob
 from kubeloop.controllers import metrics as operator_metrics
-from kubeloop.controllers.framework import CONTROLLERS, RUNTIME, reconcile_owner, run
-from kubeloop.controllers.kube import Kube, list_all, load_client
+from kubeloop.controllers.cache import CHILDREN
+from kubeloop.controllers.framework import CONTROLLERS, Operator, handlers
+from kubeloop.controllers.kube import Kube, load_client
 
-__all__ = ["dataset", "modeldeployment", "monitor", "trainingjob"]  # importing them registers the handlers
+__all__ = ["dataset", "modeldeployment", "monitor", "trainingjob"]  # importing them registers the kinds
 
-MANAGED = {"app.kubernetes.io/managed-by": "kubeloop"}
+handlers(CHILDREN)
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    RUNTIME.settings = Settings.from_env(os.environ)
-    RUNTIME.kube = Kube(load_client())
+    config = Settings.from_env(os.environ)
+    operator = Operator(Kube(load_client()), config, asyncio.get_running_loop())
+    memo["operator"] = operator
     # No kopf bookkeeping on our objects: reconcile is level-based and needs no per-handler progress.
     settings.persistence.finalizer = "kubeloop.io/finalizer"  # never added: there is no deletion handler
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeloop.io")
@@ -35,8 +36,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.posting.level = 100  # post only the Events we choose (condition transitions), not log lines
     settings.watching.server_timeout = 300
     operator_metrics.serve(int(os.environ.get("KUBELOOP_METRICS_PORT", "9090")))
-    memo.resync = asyncio.create_task(resync(logger))
-    logger.info("kubeloop operator configured: %s", RUNTIME.settings)
+    memo["resync"] = asyncio.create_task(safety_resync(operator, logger))
+    logger.info("kubeloop operator configured: %s", config)
 
 
 @kopf.on.cleanup()
@@ -46,32 +47,15 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
-async def resync(logger: Any) -> None:
-    """Reconcile every object periodically: picks up refresh intervals, objects that appeared and were
-    waited for, and anything an event was missed for."""
+async def safety_resync(operator: Operator, logger: Any) -> None:
+    """Reconcile every known object now and then, from memory: a net under any missed trigger. It reads
+    nothing from the API; an object whose status would not change costs no request."""
     while True:
-        await asyncio.sleep(RUNTIME.settings.resync_seconds)
-        kube = RUNTIME.kube
-        if kube is None:
-            continue
-        for kind in KINDS:
-            try:
-                items = await asyncio.to_thread(list_all, kube, API_VERSION, kind.kind)
-                for body in items:
-                    await asyncio.to_thread(run, kind.kind, body, logger)
-            except Exception:
-                logger.exception("resync of %s failed; retrying at the next one", kind.plural)
+        await asyncio.sleep(operator.settings.resync_seconds)
+        count = operator.scheduler.due_all()
+        logger.debug("safety resync of %d objects", count)
 
 
 @kopf.on.probe(id="reconcilers")
 def reconcilers(**_: Any) -> int:
     return len(CONTROLLERS)
-
-
-def _on_child(type: str | None, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    reconcile_owner(dict(body), logger)
-
-
-kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="child-jobs")(_on_child)
-kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="child-deployments")(_on_child)
-kopf.on.event("v1", "services", labels=MANAGED, id="child-services")(_on_child)

@@ -19,23 +19,25 @@ OBJECTS = Gauge(
 _lock = threading.Lock()
 # (kind, namespace, name) -> {condition type: status}, to count objects by condition.
 _conditions: dict[tuple[str, str, str], dict[str, str]] = {}
+_counts: Tally[tuple[str, str, str]] = Tally()
 _server_started = False
 
 
 def observe_conditions(kind: str, namespace: str, name: str, conditions: list[dict[str, str]] | None) -> None:
-    """Remember an object's conditions (None: the object is gone) and refresh the gauge."""
+    """Remember an object's conditions (None: the object is gone) and move the gauge by the difference
+    (a full recount on every reconcile would cost O(objects))."""
     with _lock:
         key = (kind, namespace, name)
-        if conditions is None:
-            _conditions.pop(key, None)
-        else:
-            _conditions[key] = {c["type"]: c["status"] for c in conditions}
-        counts = Tally(
-            (k[0], ctype, cstatus) for k, conds in _conditions.items() for ctype, cstatus in conds.items()
-        )
-        OBJECTS.clear()
-        for (k, ctype, cstatus), n in counts.items():
-            OBJECTS.labels(k, ctype, cstatus).set(n)
+        old = _conditions.pop(key, {})
+        new = {c["type"]: c["status"] for c in conditions} if conditions is not None else {}
+        if new:
+            _conditions[key] = new
+        for ctype, cstatus in old.items():
+            _counts[(kind, ctype, cstatus)] -= 1
+        for ctype, cstatus in new.items():
+            _counts[(kind, ctype, cstatus)] += 1
+        for labels in {(kind, t, s) for t, s in (*old.items(), *new.items())}:
+            OBJECTS.labels(*labels).set(_counts[labels])
 
 
 def serve(port: int) -> None:

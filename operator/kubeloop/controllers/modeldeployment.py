@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from kubeloop.api import API_VERSION, MODEL_DEPLOYMENT
+from kubeloop.api import MODEL_DEPLOYMENT
+from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.builders.serving import (
     MODEL_DIGEST_ANNOTATION,
     autoscaler,
     deployment,
-    selector,
     service,
     service_url,
 )
+from kubeloop.controllers.cache import ANY
+from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
 from kubeloop.controllers.jobs import parse_result, reason_word
 from kubeloop.controllers.kube import Obj
 
 Model = dict[str, Any]
+# On each child: a hash of the manifest last applied, so an unchanged child is not applied again.
+APPLIED_ANNOTATION = "kubeloop.io/applied"
 
 
-def _eligible(training_job: Obj) -> tuple[bool, str, str]:
+def _eligible(training_job: Obj) -> tuple[bool, Reason, str]:
     """Whether a TrainingJob's model may be served; otherwise the reason and message to show."""
     name = training_job["metadata"]["name"]
     status = training_job.get("status") or {}
@@ -32,50 +38,52 @@ def _eligible(training_job: Obj) -> tuple[bool, str, str]:
     if succeeded == "False":
         return (
             False,
-            "TrainingJobFailed",
+            Reason.TRAINING_JOB_FAILED,
             f"TrainingJob {name} failed: {conditions['Succeeded'].get('message', '')}",
         )
     if succeeded != "True" or not status.get("model"):
-        return False, "WaitingForTrainingJob", f"TrainingJob {name} has not produced a model yet"
+        return False, Reason.WAITING_FOR_TRAINING_JOB, f"TrainingJob {name} has not produced a model yet"
     if conditions.get("GatePassed", {}).get("status") != "True":
         message = conditions.get("GatePassed", {}).get("message", "")
-        return False, "GateNotPassed", f"TrainingJob {name} did not pass its quality gate: {message}"
-    return True, "", ""
+        return False, Reason.GATE_NOT_PASSED, f"TrainingJob {name} did not pass its quality gate: {message}"
+    return True, Reason.MODEL_SERVING, ""
 
 
-def resolve_model(ctx: Context, spec: ModelDeploymentSpec) -> tuple[Model | None, str, str]:
-    """The model to serve ({uri, sha256, trainingJob}), or (None, reason, message): what it waits for."""
+def resolve_model(
+    namespace: str, spec: ModelDeploymentSpec, training_jobs: list[Obj]
+) -> tuple[Model | None, Reason, str]:
+    """The model to serve ({uri, sha256, trainingJob}), or (None, reason, message): what it waits for.
+    ``training_jobs`` are the namespace's. Pure."""
     if spec.update_policy == "Auto" and spec.training_job_selector is not None:
-        candidates = ctx.kube.list(
-            API_VERSION, "TrainingJob", ctx.namespace, spec.training_job_selector.match_labels
-        )
+        wanted = spec.training_job_selector.match_labels.items()
+        candidates = [tj for tj in training_jobs if wanted <= (tj["metadata"].get("labels") or {}).items()]
         eligible = [tj for tj in candidates if _eligible(tj)[0]]
         if eligible:
             newest = max(eligible, key=lambda tj: tj["status"].get("completionTime", ""))
             model = newest["status"]["model"]
             return (
                 {"uri": model["uri"], "sha256": model["sha256"], "trainingJob": newest["metadata"]["name"]},
-                "",
+                Reason.MODEL_SERVING,
                 "",
             )
     source = spec.model
     if source.uri is not None and source.sha256 is not None:
-        return {"uri": source.uri, "sha256": source.sha256}, "", ""
+        return {"uri": source.uri, "sha256": source.sha256}, Reason.MODEL_SERVING, ""
     if source.training_job_ref is None:
-        return None, "WaitingForTrainingJob", "no TrainingJob matches trainingJobSelector yet"
+        return None, Reason.WAITING_FOR_TRAINING_JOB, "no TrainingJob matches trainingJobSelector yet"
     name = source.training_job_ref.name
-    training_job = ctx.kube.get(API_VERSION, "TrainingJob", ctx.namespace, name)
+    training_job = next((tj for tj in training_jobs if tj["metadata"]["name"] == name), None)
     if training_job is None:
         return (
             None,
-            "WaitingForTrainingJob",
-            f"TrainingJob {name} does not exist in namespace {ctx.namespace} yet",
+            Reason.WAITING_FOR_TRAINING_JOB,
+            f"TrainingJob {name} does not exist in namespace {namespace} yet",
         )
     ok, reason, message = _eligible(training_job)
     if not ok:
         return None, reason, message
     model = training_job["status"]["model"]
-    return {"uri": model["uri"], "sha256": model["sha256"], "trainingJob": name}, "", ""
+    return {"uri": model["uri"], "sha256": model["sha256"], "trainingJob": name}, reason, ""
 
 
 def rollout_state(live: Obj, sha256: str) -> tuple[bool, bool, int, str]:
@@ -133,33 +141,44 @@ def load_failure(pods: list[Obj], sha256: str) -> tuple[str, str] | None:
     return None
 
 
-def reconcile(ctx: Context) -> Obj:
+def applied(ctx: Context, manifest: Obj) -> Obj:
+    """Server-side apply a child unless the cache shows it already applied exactly so (a hash of the
+    manifest on the child): an event that changes nothing in the wanted children costs no request."""
+    ctx.adopt(manifest)
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    meta = manifest["metadata"]
+    live = ctx.cache.child(manifest["kind"], "ModelDeployment", ctx.namespace, ctx.name, meta["name"])
+    if live is not None and (live["metadata"].get("annotations") or {}).get(APPLIED_ANNOTATION) == digest:
+        return live
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: digest}
+    return ctx.kube.apply(manifest)
+
+
+def reconcile(ctx: Context) -> BaseModel:
     try:
         spec = ModelDeploymentSpec.model_validate(ctx.spec)
     except ValidationError as error:
-        ctx.conditions.set("Ready", "False", "InvalidSpec", f"the spec does not match the API: {error}")
-        return {}
+        raise Invalid(Reason.INVALID_SPEC, f"the spec does not match the API: {error}") from None
     status = ctx.status
-    model, reason, message = resolve_model(ctx, spec)
+    model, reason, message = resolve_model(
+        ctx.namespace, spec, ctx.cache.in_namespace("TrainingJob", ctx.namespace)
+    )
     if model is None:
         serving = status.get("model")
-        ctx.conditions.set("Progressing", "False", reason, message)
+        ctx.conditions.set(ConditionType.PROGRESSING, "False", reason, message)
         if serving is None:
-            ctx.conditions.set("Ready", "False", reason, message)
-            return {}
+            raise Waiting(reason, message)
         model = serving  # keep serving what is loaded while the new model is not ready
 
     args = {"name": ctx.name, "namespace": ctx.namespace}
-    live = ctx.kube.apply(
-        ctx.adopt(
-            deployment(**args, spec=spec, uri=model["uri"], sha256=model["sha256"], settings=ctx.settings)
-        )
+    live = applied(
+        ctx, deployment(**args, spec=spec, uri=model["uri"], sha256=model["sha256"], settings=ctx.settings)
     )
-    ctx.kube.apply(ctx.adopt(service(**args)))
+    applied(ctx, service(**args))
     hpa = autoscaler(**args, spec=spec)
     if hpa is not None:
-        ctx.kube.apply(ctx.adopt(hpa))
-    elif status.get("observedGeneration") and spec.autoscaling is None:
+        applied(ctx, hpa)
+    elif ctx.cache.child("HorizontalPodAutoscaler", "ModelDeployment", ctx.namespace, ctx.name, ctx.name):
         ctx.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ctx.namespace, ctx.name)
 
     ready, degraded, ready_replicas, summary = rollout_state(live, model["sha256"])
@@ -169,32 +188,49 @@ def reconcile(ctx: Context) -> Obj:
         "replicas": int(live.get("spec", {}).get("replicas", 1)),
         "readyReplicas": ready_replicas,
     }
-    failure = (
-        None
-        if ready
-        else load_failure(ctx.kube.list("v1", "Pod", ctx.namespace, selector(ctx.name)), model["sha256"])
-    )
+    pods = ctx.cache.children("Pod", "ModelDeployment", ctx.namespace, ctx.name)
+    failure = None if ready else load_failure(pods, model["sha256"])
     if failure is not None:
-        reason, detail = failure
+        failed_reason, detail = failure
         ctx.conditions.set(
-            "Degraded", "True", reason, f"model {model['sha256'][:12]} cannot be served: {detail}"
+            ConditionType.DEGRADED,
+            "True",
+            failed_reason,
+            f"model {model['sha256'][:12]} cannot be served: {detail}",
         )
     else:
         ctx.conditions.set(
-            "Degraded", "True" if degraded else "False", "RolloutStuck" if degraded else "Healthy", summary
+            ConditionType.DEGRADED,
+            "True" if degraded else "False",
+            Reason.ROLLOUT_STUCK if degraded else Reason.HEALTHY,
+            summary,
         )
     if ready:
         fields["model"] = {k: v for k, v in model.items() if v is not None}
-        ctx.conditions.set("Ready", "True", "ModelServing", summary)
-        ctx.conditions.set("Progressing", "False", "RolloutComplete", summary)
+        ctx.conditions.set(ConditionType.READY, "True", Reason.MODEL_SERVING, summary)
+        ctx.conditions.set(ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, summary)
     elif failure is not None:
-        ctx.conditions.set("Ready", "False", failure[0], f"{summary}: {failure[1]}")
+        ctx.conditions.set(ConditionType.READY, "False", failure[0], f"{summary}: {failure[1]}")
     else:
         ctx.conditions.set(
-            "Ready", "False", "ModelLoading", f"{summary}: waiting for the pods to load and self-test it"
+            ConditionType.READY,
+            "False",
+            Reason.MODEL_LOADING,
+            f"{summary}: waiting for the pods to load and self-test it",
         )
-        ctx.conditions.set("Progressing", "True", "RollingOut", summary)
-    return fields
+        ctx.conditions.set(ConditionType.PROGRESSING, "True", Reason.ROLLING_OUT, summary)
+    return ctx.updated(fields)
 
 
-register(MODEL_DEPLOYMENT, reconcile)
+def needs(spec: Obj) -> list[tuple[str, str]]:
+    """The TrainingJobs a ModelDeployment's spec names: its trainingJobRef, or any with a selector."""
+    found = []
+    ref = (spec.get("model") or {}).get("trainingJobRef") or {}
+    if ref.get("name"):
+        found.append(("TrainingJob", str(ref["name"])))
+    if spec.get("trainingJobSelector") is not None:
+        found.append(("TrainingJob", ANY))
+    return found
+
+
+register(MODEL_DEPLOYMENT, reconcile, needs)

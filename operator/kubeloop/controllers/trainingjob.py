@@ -1,59 +1,61 @@
-"""TrainingJob controller: resolve the Dataset, run a Job per trial, record the best model, check the gate."""
+"""TrainingJob controller: resolve the Dataset, run a Job per trial, record the best model, check the gate.
+
+The reconcile is gather (read the Dataset, the serving model and the trial Jobs from the cache), decide
+(``decide``: pure, table-tested) and write (create the trial Jobs the decision asks for; the framework
+writes the status).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from kubeloop.api import API_VERSION, TRAINING_JOB
-from kubeloop.api.trainingjob import LOWER_IS_BETTER, Gate, TrainedModel, TrainingJobSpec
+from kubeloop.api import TRAINING_JOB
+from kubeloop.api.conditions import ConditionType, Reason
+from kubeloop.api.trainingjob import Gate, TrainedModel, TrainingJobSpec
+from kubeloop.builders.settings import Settings
 from kubeloop.builders.training import training_job, trial_job_name
-from kubeloop.controllers.conditions import now
+from kubeloop.contract import gate as contract_gate
+from kubeloop.contract import no_worse_bounds
+from kubeloop.controllers.conditions import Conditions, now
+from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import outcome, reason_word
+from kubeloop.controllers.jobs import Outcome, read_outcome, reason_word
 from kubeloop.controllers.kube import Obj
-from kubeloop.search import SearchSpecError, expand_trials
+from kubeloop.search import SearchSpecError, best_trial, expand_trials
+
+FINAL = ("Succeeded", "Failed")
 
 
-def _fail(ctx: Context, reason: str, message: str) -> Obj:
-    ctx.conditions.set("Failed", "True", reason, message)
-    ctx.conditions.set("Succeeded", "False", reason, message)
-    return {"completionTime": ctx.status.get("completionTime") or now()}
+def _name(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])
 
 
-def _wait(ctx: Context, reason: str, message: str) -> Obj:
-    ctx.conditions.set("Succeeded", "Unknown", reason, message)
-    return {}
-
-
-def resolve_dataset(ctx: Context, spec: TrainingJobSpec) -> tuple[dict[str, str] | None, str, str]:
-    """The Dataset version to train on, or (None, reason, message) saying what the run waits for."""
+def resolve_dataset(namespace: str, spec: TrainingJobSpec, dataset: Obj | None) -> dict[str, str]:
+    """The Dataset version to train on, or Waiting/Invalid saying what the run waits for. Pure."""
     ref = spec.dataset_ref
-    dataset = ctx.kube.get(API_VERSION, "Dataset", ctx.namespace, ref.name)
     if dataset is None:
-        return (
-            None,
-            "WaitingForDataset",
-            f"Dataset {ref.name} does not exist in namespace {ctx.namespace} yet",
+        raise Waiting(
+            Reason.WAITING_FOR_DATASET, f"Dataset {ref.name} does not exist in namespace {namespace} yet"
         )
     status = dataset.get("status") or {}
     versions = [status] if status.get("version") else []
     versions += status.get("history") or []
     for candidate in versions:
         if ref.version is None or str(candidate.get("version", "")).startswith(ref.version):
-            return (
-                {"name": ref.name, "version": candidate["version"], "artifactURI": candidate["artifactURI"]},
-                "",
-                "",
-            )
+            return {
+                "name": ref.name,
+                "version": candidate["version"],
+                "artifactURI": candidate["artifactURI"],
+            }
     if ref.version is not None and versions:
-        return (
-            None,
-            "DatasetVersionNotFound",
+        raise Waiting(
+            Reason.DATASET_VERSION_NOT_FOUND,
             f"Dataset {ref.name} has no version {ref.version} in its history",
         )
-    return None, "WaitingForDataset", f"Dataset {ref.name} has no ready version yet"
+    raise Waiting(Reason.WAITING_FOR_DATASET, f"Dataset {ref.name} has no ready version yet")
 
 
 def trials_of(spec: TrainingJobSpec) -> list[dict[str, Any]]:
@@ -62,10 +64,6 @@ def trials_of(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     space = [p.wire() for p in spec.search.parameters]
     seed = spec.split.seed if spec.split else 42
     return expand_trials(spec.search.strategy, space, spec.search.max_trials, seed)
-
-
-def _name(obj: Obj) -> str:
-    return str(obj["metadata"]["name"])
 
 
 def compared_metrics(spec: TrainingJobSpec) -> list[str]:
@@ -134,44 +132,20 @@ def serving_baseline(spec: TrainingJobSpec, deployment: Obj | None, training_job
 
 def serving_bounds(spec: TrainingJobSpec, baseline: Obj | None) -> dict[str, float]:
     """The runtime's gate.servingMetrics: the serving model's metrics moved by the tolerance in the
-    metric's direction (down where higher is better, up for rmse and mae)."""
+    metric's worse direction."""
     if baseline is None or spec.gate is None or spec.gate.no_worse_than is None:
         return {}
-    tolerance = spec.gate.no_worse_than.tolerance
-    return {
-        m: v + tolerance if m in LOWER_IS_BETTER else v - tolerance
-        for m, v in (baseline.get("metrics") or {}).items()
-    }
+    return no_worse_bounds(baseline.get("metrics") or {}, spec.gate.no_worse_than.tolerance)
 
 
 def gate_verdict(
     gate: Gate | None, metrics: dict[str, float], serving: dict[str, float] | None = None
 ) -> tuple[bool, str]:
     """Whether the metrics meet the gate (and the serving bounds), and a sentence saying which do not."""
-    misses = []
-    for metric, minimum in ((gate.minimums if gate else None) or {}).items():
-        if metric not in metrics or metrics[metric] < minimum:
-            misses.append(f"{metric}={metrics.get(metric, 'missing')} is below the minimum {minimum}")
-    for metric, maximum in ((gate.maximums if gate else None) or {}).items():
-        if metric not in metrics or metrics[metric] > maximum:
-            misses.append(f"{metric}={metrics.get(metric, 'missing')} is above the maximum {maximum}")
-    for metric, bound in (serving or {}).items():
-        lower = metric in LOWER_IS_BETTER
-        if metric not in metrics or (metrics[metric] > bound if lower else metrics[metric] < bound):
-            side = "above" if lower else "below"
-            misses.append(f"{metric}={metrics.get(metric, 'missing')} is {side} the serving model's {bound}")
-    return not misses, "; ".join(misses) or "every gate threshold is met"
-
-
-def resolve_serving_baseline(ctx: Context, spec: TrainingJobSpec) -> Obj | None:
-    """serving_baseline, with the ModelDeployment and TrainingJobs read from the API."""
-    if spec.gate is None or spec.gate.no_worse_than is None:
-        return None
-    name = spec.gate.no_worse_than.model_deployment_ref.name
-    deployment = ctx.kube.get(API_VERSION, "ModelDeployment", ctx.namespace, name)
-    served = ((deployment or {}).get("status") or {}).get("model") or {}
-    training_jobs = ctx.kube.list(API_VERSION, "TrainingJob", ctx.namespace) if served.get("sha256") else []
-    return serving_baseline(spec, deployment, training_jobs)
+    passed, misses = contract_gate(
+        metrics, gate.minimums if gate else None, gate.maximums if gate else None, serving
+    )
+    return passed, "; ".join(misses) or "every gate threshold is met"
 
 
 def _model(result: dict[str, Any], dataset_version: str) -> Obj:
@@ -189,125 +163,161 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def reconcile(ctx: Context) -> Obj:
-    try:
-        spec = TrainingJobSpec.model_validate(ctx.spec)
-    except ValidationError as error:
-        return _fail(ctx, "InvalidSpec", f"the spec does not match the API: {error}")
-    finished = ctx.conditions.get("Succeeded") or {}
-    if finished.get("status") in ("True", "False") and finished.get("observedGeneration") == ctx.generation:
-        return {}  # a finished run is final for its generation
-    if spec.model.estimator not in ctx.settings.allowed_estimators:
-        return _fail(
-            ctx,
-            "EstimatorNotAllowed",
+@dataclass(frozen=True)
+class Observed:
+    """What one reconcile gathered: the inputs of ``decide``."""
+
+    dataset: Obj | None = None  # the Dataset named by datasetRef (read while nothing is pinned)
+    serving: Obj | None = None  # the ModelDeployment of gate.noWorseThan (read while nothing is pinned)
+    training_jobs: list[Obj] = field(default_factory=list)  # the namespace's, to find the serving model's
+    jobs: dict[str, Obj] = field(default_factory=dict)  # this run's trial Jobs by name
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # of the finished ones
+
+
+@dataclass
+class Decision:
+    fields: Obj  # status fields to write (None removes one)
+    start: list[tuple[int, dict[str, Any]]]  # trials whose Job is to be created: (index, params)
+
+
+def pinned(status: Obj, generation: int) -> bool:
+    """Whether this generation already pinned its dataset (and serving baseline)."""
+    return status.get("observedGeneration") == generation and status.get("dataset") is not None
+
+
+def finished(conditions: Conditions, generation: int) -> bool:
+    done = conditions.get(ConditionType.SUCCEEDED) or {}
+    return done.get("status") in ("True", "False") and done.get("observedGeneration") == generation
+
+
+def decide(
+    name: str,
+    namespace: str,
+    spec: TrainingJobSpec,
+    status: Obj,
+    generation: int,
+    conditions: Conditions,
+    settings: Settings,
+    observed: Observed,
+) -> Decision:
+    """What the run does next, from the spec, the stored status and what was gathered. Pure but for the
+    conditions it sets; raises Waiting or Invalid."""
+    if finished(conditions, generation):
+        return Decision({}, [])  # a finished run is final for its generation
+    if spec.model.estimator not in settings.allowed_estimators:
+        raise _failure(
+            Reason.ESTIMATOR_NOT_ALLOWED,
             f"estimator {spec.model.estimator!r} is not in the operator's allow-list; use one of "
-            f"{', '.join(ctx.settings.allowed_estimators)} (or ask the operator's admin to allow it)",
+            f"{', '.join(settings.allowed_estimators)} (or ask the operator's admin to allow it)",
+            status,
         )
     try:
         trials = trials_of(spec)
     except SearchSpecError as error:
-        return _fail(ctx, "InvalidSearch", str(error))
-    status = ctx.status
-    dataset = status.get("dataset") if status.get("observedGeneration") == ctx.generation else None
-    if dataset is None:
-        dataset, reason, message = resolve_dataset(ctx, spec)
-        if dataset is None:
+        raise _failure(Reason.INVALID_SEARCH, str(error), status) from None
+    current = status.get("observedGeneration") == generation
+    if pinned(status, generation):
+        dataset = status["dataset"]
+        baseline = status.get("servingBaseline")
+    else:
+        try:
+            dataset = resolve_dataset(namespace, spec, observed.dataset)
+        except Waiting as wait:
             # This generation has pinned nothing yet: what an earlier one pinned must not pass for its own
-            # once observedGeneration moves on (a merge patch's null removes the field).
-            return {"dataset": None, "trials": None, "servingBaseline": None, **_wait(ctx, reason, message)}
-
-    # Pinned with the dataset: every trial of this generation is compared with the same serving model.
-    pinned = status.get("observedGeneration") == ctx.generation and status.get("servingBaseline")
-    baseline = pinned or resolve_serving_baseline(ctx, spec)
+            # once observedGeneration moves on.
+            wait.fields.update(dataset=None, trials=None, servingBaseline=None)
+            raise
+        # Pinned with the dataset: every trial of this generation is compared with the same serving model.
+        baseline = serving_baseline(spec, observed.serving, observed.training_jobs)
     serving = serving_bounds(spec, baseline)
 
-    recorded = {
-        t["index"]: t
-        for t in status.get("trials") or []
-        if status.get("observedGeneration") == ctx.generation
-    }
-    jobs = {
-        j["metadata"]["name"]: j
-        for j in ctx.kube.list("batch/v1", "Job", ctx.namespace, {"kubeloop.io/trainingjob": ctx.name[:63]})
-    }
+    recorded = {t["index"]: t for t in status.get("trials") or []} if current else {}
     parallelism = spec.search.parallelism if spec.search else 1
     records: list[Obj] = []
+    start: list[tuple[int, dict[str, Any]]] = []
+    results: dict[int, dict[str, Any]] = {}
     for index, params in enumerate(trials):
-        name = trial_job_name(ctx.name, ctx.generation, index)
-        record = recorded.get(index) or {"index": index, "job": name, "params": params, "state": "Pending"}
-        if record["state"] in ("Succeeded", "Failed"):
+        job_name = trial_job_name(name, generation, index)
+        record = recorded.get(index) or {
+            "index": index,
+            "job": job_name,
+            "params": params,
+            "state": "Pending",
+        }
+        result = observed.outcomes.get(job_name)
+        if result is not None and result.state == "Succeeded":
+            results[index] = result.result
+        if record["state"] in FINAL:
             records.append(record)
             continue
-        job = jobs.get(name)
-        running = sum(r["state"] == "Running" for r in records)
-        if job is None and running < parallelism:
-            manifest = training_job(
-                name=ctx.name,
-                namespace=ctx.namespace,
-                spec=spec,
-                generation=ctx.generation,
-                trial=index,
-                params=params,
-                dataset=dataset,
-                settings=ctx.settings,
-                serving_metrics=serving,
-            )
-            job = ctx.kube.create(ctx.adopt(manifest)) or manifest
-        if job is None:
-            records.append(record)
+        if job_name not in observed.jobs:
+            if sum(r["state"] == "Running" for r in records) >= parallelism:
+                records.append(record)
+                continue
+            start.append((index, params))
+            records.append({**record, "state": "Running"})
             continue
-        result = outcome(ctx.kube, job)
-        record = {**record, "state": result.state}
-        if result.state == "Succeeded":
+        state = result.state if result is not None else "Running"
+        record = {**record, "state": state}
+        if result is not None and result.state == "Succeeded":
             record["metrics"] = _metrics(result.result)
-            record["result"] = result.result
-        elif result.state == "Failed":
+        elif result is not None and result.state == "Failed":
             record["message"] = f"{reason_word(result.reason)}: {result.message}"[:1024]
         records.append(record)
 
     fields: Obj = {
         "dataset": dataset,
         "servingBaseline": baseline,
-        "startTime": status.get("startTime") or now(),
+        "startTime": status.get("startTime") if current and status.get("startTime") else now(),
+        "trials": records,
     }
-    done = [r for r in records if r["state"] in ("Succeeded", "Failed")]
-    fields["trials"] = [{k: v for k, v in r.items() if k != "result"} for r in records]
+    done = [r for r in records if r["state"] in FINAL]
     if len(done) < len(records):
         if baseline is not None:
-            ctx.conditions.set("GatePassed", "Unknown", "Training", baseline["message"])
-        return {**fields, **_wait(ctx, "Training", f"{len(done)} of {len(records)} trials finished")}
+            conditions.set(ConditionType.GATE_PASSED, "Unknown", Reason.TRAINING, baseline["message"])
+        conditions.set(
+            ConditionType.SUCCEEDED,
+            "Unknown",
+            Reason.TRAINING,
+            f"{len(done)} of {len(records)} trials finished",
+        )
+        return Decision(fields, start)
 
     succeeded = [r for r in records if r["state"] == "Succeeded"]
     if not succeeded:
-        return {
-            **fields,
-            **_fail(ctx, "TrainingFailed", f"every trial failed; first: {records[0].get('message')}"),
-        }
+        raise _failure(
+            Reason.TRAINING_FAILED, f"every trial failed; first: {records[0].get('message')}", status, fields
+        )
     best = succeeded[0]
     if spec.search is not None:
-        metric, sign = (
-            spec.search.objective.metric,
-            (1 if spec.search.objective.direction == "maximize" else -1),
+        objective = spec.search.objective
+        chosen = best_trial(succeeded, objective.metric, maximize=objective.direction == "maximize")
+        if chosen is None:
+            raise _failure(
+                Reason.OBJECTIVE_MISSING,
+                f"no trial reported the objective metric {objective.metric}",
+                status,
+                fields,
+            )
+        best = succeeded[chosen]
+    best_result = results.get(best["index"])
+    if best_result is None:
+        # Its pod is gone and its result with it; the Job said it succeeded, the result is lost.
+        raise _failure(
+            Reason.INVALID_RESULT,
+            f"trial {best['index']} succeeded but its result can no longer be read",
+            status,
+            fields,
         )
-        scored = [r for r in succeeded if metric in r.get("metrics", {})]
-        if not scored:
-            return {
-                **fields,
-                **_fail(ctx, "ObjectiveMissing", f"no trial reported the objective metric {metric}"),
-            }
-        best = max(scored, key=lambda r: sign * r["metrics"][metric])
-    best_result: dict[str, Any] | None = best.get("result")
-    if best_result is None:  # finished in an earlier pass: read its result again from the pod
-        job = jobs.get(best["job"])
-        best_result = outcome(ctx.kube, job).result if job else {}
     try:
         model = _model(best_result, dataset["version"])
     except ValidationError as error:
-        return {
-            **fields,
-            **_fail(ctx, "InvalidResult", f"trial {best['index']} reported an unusable model: {error}"),
-        }
+        raise _failure(
+            Reason.INVALID_RESULT,
+            f"trial {best['index']} reported an unusable model: {error}",
+            status,
+            fields,
+        ) from None
     metrics = _metrics(best_result)
     passed, verdict = gate_verdict(spec.gate, metrics, serving)
     if isinstance(best_result.get("gatePassed"), bool):
@@ -317,14 +327,88 @@ def reconcile(ctx: Context) -> Obj:
         reasons = [str(r) for r in best_result.get("gateReasons") or []]
         verdict = "; ".join(reasons) or ("every gate threshold is met" if passed else "the gate was missed")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-    ctx.conditions.set("Succeeded", "True", "Trained", f"model {model['sha256'][:12]} trained: {summary}")
-    ctx.conditions.set("Failed", "False", "Trained", "the run succeeded")
+    conditions.set(
+        ConditionType.SUCCEEDED, "True", Reason.TRAINED, f"model {model['sha256'][:12]} trained: {summary}"
+    )
+    conditions.set(ConditionType.FAILED, "False", Reason.TRAINED, "the run succeeded")
     if baseline is not None:
         verdict = f"{verdict}; {baseline['message']}"
-    ctx.conditions.set(
-        "GatePassed", "True" if passed else "False", "GateMet" if passed else "GateMissed", verdict
+    conditions.set(
+        ConditionType.GATE_PASSED,
+        "True" if passed else "False",
+        Reason.GATE_MET if passed else Reason.GATE_MISSED,
+        verdict,
     )
-    return {**fields, "metrics": metrics, "model": model, "bestTrial": best["index"], "completionTime": now()}
+    fields.update(metrics=metrics, model=model, bestTrial=best["index"], completionTime=now())
+    return Decision(fields, [])
 
 
-register(TRAINING_JOB, reconcile)
+def _failure(reason: Reason, message: str, status: Obj, fields: Obj | None = None) -> Invalid:
+    """The run failed for good: Succeeded=False, Failed=True (set by the framework), completionTime."""
+    return Invalid(
+        reason, message, fields={**(fields or {}), "completionTime": status.get("completionTime") or now()}
+    )
+
+
+def gather(ctx: Context, spec: TrainingJobSpec) -> Observed:
+    """Read what ``decide`` needs from the cache (the API only for a finished Job's missing pod)."""
+    status = ctx.status
+    dataset = serving = None
+    training_jobs: list[Obj] = []
+    if not pinned(status, ctx.generation):
+        dataset = ctx.cache.get("Dataset", ctx.namespace, spec.dataset_ref.name)
+        if spec.gate is not None and spec.gate.no_worse_than is not None:
+            name = spec.gate.no_worse_than.model_deployment_ref.name
+            serving = ctx.cache.get("ModelDeployment", ctx.namespace, name)
+            training_jobs = ctx.cache.in_namespace("TrainingJob", ctx.namespace)
+    try:
+        wanted = {trial_job_name(ctx.name, ctx.generation, i) for i in range(len(trials_of(spec)))}
+    except SearchSpecError:
+        wanted = set()  # decide says why
+    jobs = {
+        _name(j): j
+        for j in ctx.cache.children("Job", "TrainingJob", ctx.namespace, ctx.name)
+        if _name(j) in wanted
+    }
+    outcomes = {name: read_outcome(ctx.cache, ctx.kube, job) for name, job in jobs.items()}
+    finished_jobs = {name: o for name, o in outcomes.items() if o.state != "Running"}
+    return Observed(dataset, serving, training_jobs, jobs, finished_jobs)
+
+
+def reconcile(ctx: Context) -> BaseModel:
+    try:
+        spec = TrainingJobSpec.model_validate(ctx.spec)
+    except ValidationError as error:
+        raise _failure(Reason.INVALID_SPEC, f"the spec does not match the API: {error}", ctx.status) from None
+    if finished(ctx.conditions, ctx.generation):
+        return ctx.updated({})
+    observed = gather(ctx, spec)
+    decision = decide(
+        ctx.name, ctx.namespace, spec, ctx.status, ctx.generation, ctx.conditions, ctx.settings, observed
+    )
+    for index, params in decision.start:
+        manifest = training_job(
+            name=ctx.name,
+            namespace=ctx.namespace,
+            spec=spec,
+            generation=ctx.generation,
+            trial=index,
+            params=params,
+            dataset=decision.fields["dataset"],
+            settings=ctx.settings,
+            serving_metrics=serving_bounds(spec, decision.fields["servingBaseline"]),
+        )
+        ctx.kube.create(ctx.adopt(manifest))
+    return ctx.updated(decision.fields)
+
+
+def needs(spec: Obj) -> list[tuple[str, str]]:
+    """The objects a TrainingJob's spec names: its Dataset, and the ModelDeployment of gate.noWorseThan."""
+    found = [("Dataset", str((spec.get("datasetRef") or {}).get("name", "")))]
+    serving = ((spec.get("gate") or {}).get("noWorseThan") or {}).get("modelDeploymentRef") or {}
+    if serving.get("name"):
+        found.append(("ModelDeployment", str(serving["name"])))
+    return found
+
+
+register(TRAINING_JOB, reconcile, needs)

@@ -13,10 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-EXIT_OK = 0
-EXIT_DATA_ERROR = 2
-EXIT_INFRA = 1
-TERMINATION_LOG_LIMIT = 4096
+from kubeloop.contract import EXIT_DATA_ERROR, EXIT_INFRA, EXIT_OK, TERMINATION_LOG, TERMINATION_LOG_LIMIT
 
 
 class DataError(Exception):
@@ -78,7 +75,7 @@ def fit_result(result: dict[str, Any], limit: int = TERMINATION_LOG_LIMIT) -> st
 
 def emit_result(result: dict[str, Any]) -> None:
     text = fit_result(result)
-    path = os.environ.get("KUBELOOP_TERMINATION_LOG", "/dev/termination-log")
+    path = os.environ.get("KUBELOOP_TERMINATION_LOG", TERMINATION_LOG)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)

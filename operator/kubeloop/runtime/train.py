@@ -27,13 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from kubeloop import contract
 from kubeloop.runtime import estimators, jobio
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import Store, StoreError, join, open_store, sha256_file
 
 MARKER = "model-card.json"
-# Metrics where smaller is better: "no worse" and the search objective read them the other way round.
-LOWER_IS_BETTER = {"rmse", "mae"}
 DEFAULT_PROBA_TOLERANCE = 1e-4
 DEFAULT_REGRESSION_RTOL = 1e-4
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pyarrow")
@@ -186,23 +185,10 @@ def _scores(model: Any, x: np.ndarray) -> np.ndarray | None:
 
 
 def gate(metrics: dict[str, float], config: dict[str, Any]) -> tuple[bool, list[str]]:
-    """Minimums, maximums and, when the controller passes the serving model's metrics, "no worse"."""
+    """The gate of the config: minimums, maximums and, when the controller passes the serving model's
+    bounds (servingMetrics), "no worse" — judged by the one gate function the operator also uses."""
     spec = config.get("gate") or {}
-    reasons: list[str] = []
-    checks = [(m, v, "minimum") for m, v in (spec.get("minimums") or {}).items()]
-    checks += [(m, v, "maximum") for m, v in (spec.get("maximums") or {}).items()]
-    serving = spec.get("servingMetrics") or {}
-    checks += [(m, v, "maximum" if m in LOWER_IS_BETTER else "minimum") for m, v in serving.items()]
-    for metric, bound, kind in checks:
-        value = metrics.get(metric)
-        label = "the serving model's" if metric in serving and bound == serving[metric] else "the"
-        if value is None:
-            reasons.append(f"{metric} is required by the gate but was not computed (have: {sorted(metrics)})")
-        elif kind == "minimum" and value < bound:
-            reasons.append(f"{metric} {value:.4g} is below {label} minimum {bound:g}")
-        elif kind == "maximum" and value > bound:
-            reasons.append(f"{metric} {value:.4g} is above {label} maximum {bound:g}")
-    return not reasons, reasons
+    return contract.gate(metrics, spec.get("minimums"), spec.get("maximums"), spec.get("servingMetrics"))
 
 
 # ---------------------------------------------------------------------------------------- onnx + parity
