@@ -21,7 +21,9 @@ def start_operator(
 ) -> Callable[[], AbstractContextManager[Any]]:
     """A factory of operator runs (a test may stop and start the operator); each is a context manager."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("KUBELOOP_RESYNC_SECONDS", "2")
+    # Reconciles are event-driven: a safety resync this long never fires during a test, so none can pass
+    # thanks to it.
+    monkeypatch.setenv("KUBELOOP_RESYNC_SECONDS", "3600")
     monkeypatch.setenv("KUBELOOP_METRICS_PORT", "0")
     monkeypatch.setenv("KUBELOOP_STORE_URI", "s3://kubeloop-test/store")
     return lambda: KopfRunner(OPERATOR_ARGS, timeout=60)
