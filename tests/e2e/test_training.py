@@ -142,3 +142,32 @@ def test_a_search_of_six_trials_three_at_a_time_keeps_the_best(
     assert {k: done["model"]["params"][k] for k in grid} == best["params"], done["model"]["params"]
     model_file = next(STORE_ROOT.glob(f"**/models/{done['model']['sha256']}/model.onnx"))
     assert hashlib.sha256(model_file.read_bytes()).hexdigest() == done["model"]["sha256"]
+
+
+def test_a_dataset_and_a_search_named_with_230_characters_succeed(
+    kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
+) -> None:
+    """Names may have 253 characters; label values and Job names 63. The children are named and labelled
+    with a hashed form, and found again by the same one."""
+    dataset = "d" * 115 + "." + "e" * 114  # 230 characters, a valid DNS subdomain
+    name = "t" * 230
+    search = {
+        "strategy": "grid",
+        "parameters": [{"name": "C", "values": [0.5, 1.0]}],
+        "parallelism": 2,
+        "objective": {"metric": "accuracy"},
+    }
+    job = training_job(name, "LogisticRegression", {"max_iter": 300}, search=search)
+    job["spec"]["datasetRef"]["name"] = dataset
+    apply(kubectl, namespace, iris_dataset(dataset), job)
+
+    ready = wait_condition(kubectl, "dataset", dataset, namespace, "Ready", timeout=300)
+    assert ready["reason"] == "Ingested", ready
+    done = wait_condition(
+        kubectl, "trainingjob", name, namespace, "Succeeded", timeout=600, unless=("Failed", "True")
+    )
+    assert done["reason"] == "Trained", done
+    trials = status(kubectl, "trainingjob", name, namespace)["trials"]
+    assert [t["state"] for t in trials] == ["Succeeded", "Succeeded"], trials
+    jobs = items(kubectl, "jobs", namespace, "app.kubernetes.io/component=train")
+    assert len(jobs) == 2 and all(len(j["metadata"]["name"]) <= 63 for j in jobs), jobs

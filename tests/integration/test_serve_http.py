@@ -379,16 +379,38 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(forest_dir: Path) -> 
     assert s.wait_for("stopped")["unfinished_connections"] == 0
 
 
-def test_rss_of_a_serving_process_is_small(server: Server) -> None:
-    rss_kib = int(
-        next(
-            line.split()[1]
-            for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines()
-            if line.startswith("VmRSS:")
-        )
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+
+
+def infer_pipelined(port: int, requests_: int, depth: int = 50) -> None:
+    """``requests_`` V2 requests over one keep-alive connection, ``depth`` in flight at a time."""
+    body = json.dumps(infer_body(ROW)).encode()
+    request = b"POST /v2/models/rf/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
     )
-    assert rss_kib < 150 * 1024, f"RSS {rss_kib / 1024:.0f} MiB"
-    assert os.path.exists(f"/proc/{server.proc.pid}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for _ in range(requests_ // depth):
+            s.sendall(request * depth)
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < depth:
+                chunk = s.recv(1 << 20)
+                assert chunk, "the server closed the connection"
+                answers += chunk
+            assert answers.count(b"HTTP/1.1 200 OK") == depth, answers[:300]
+
+
+def test_rss_of_a_serving_process_is_small_and_flat_under_load(server: Server) -> None:
+    """One model loaded and serving fits well under a small pod's memory limit, and traffic does not grow
+    it (a leak of a few hundred bytes per request would get a busy pod OOM-killed within hours)."""
+    infer_pipelined(server.port, 1000)  # warm: metrics buffers, the allocator's arenas
+    before = rss_kib(server.proc.pid)
+    infer_pipelined(server.port, 10_000)
+    after = rss_kib(server.proc.pid)
+    assert after < 150 * 1024, f"RSS {after / 1024:.0f} MiB"
+    assert after - before < 2 * 1024, f"RSS grew {(after - before) / 1024:.1f} MiB over 10,000 requests"
 
 
 def test_expect_100_continue(server: Server) -> None:

@@ -10,11 +10,11 @@ import pytest
 from kubeloop.api.dataset import DatasetSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
-from kubeloop.contract import child_name
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, MODEL_DIR, autoscaler, deployment, service
 from kubeloop.builders.settings import Settings, SettingsError
 from kubeloop.builders.training import gate_config, training_job, trial_job_name
+from kubeloop.contract import child_name
 
 SHA = "a" * 64
 SETTINGS = Settings(

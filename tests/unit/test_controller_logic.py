@@ -31,7 +31,12 @@ SHA = "b" * 64
         ({"minimums": {"accuracy": 0.9}}, {"accuracy": 0.95}, True, "met"),
         ({"minimums": {"accuracy": 0.9}}, {"accuracy": 0.8}, False, "accuracy 0.8 is below the minimum 0.9"),
         ({"maximums": {"rmse": 2}}, {"rmse": 3.0}, False, "rmse 3 is above the maximum 2"),
-        ({"minimums": {"f1_macro": 0.5}}, {"accuracy": 1.0}, False, "f1_macro is required by the gate but was not computed"),
+        (
+            {"minimums": {"f1_macro": 0.5}},
+            {"accuracy": 1.0},
+            False,
+            "f1_macro is required by the gate but was not computed",
+        ),
     ],
 )
 def test_gate(gate: dict[str, Any] | None, metrics: dict[str, float], passed: bool, says: str) -> None:
@@ -283,7 +288,12 @@ def test_serving_bounds(tolerance: float, serving: dict[str, float], bounds: dic
     ("metrics", "serving", "passed", "says"),
     [
         ({"accuracy": 0.95}, {"accuracy": 0.95}, True, "every gate threshold is met"),
-        ({"accuracy": 0.9}, {"accuracy": 0.95}, False, "accuracy 0.9 is below the serving model's minimum 0.95"),
+        (
+            {"accuracy": 0.9},
+            {"accuracy": 0.95},
+            False,
+            "accuracy 0.9 is below the serving model's minimum 0.95",
+        ),
         ({"rmse": 1.4}, {"rmse": 1.5}, True, "met"),
         ({"rmse": 1.6}, {"rmse": 1.5}, False, "rmse 1.6 is above the serving model's maximum 1.5"),
         ({"accuracy": 0.9}, {"rmse": 1.5}, False, "rmse is required by the gate but was not computed"),

@@ -120,9 +120,7 @@ def test_counts_are_exact_whatever_the_batch_sizes(model: Model, batch_rows: int
         if 'feature="f0"' in k and "+Inf" not in k
     ]
     assert f0 == np.cumsum(stats.bin_counts(edges, x[:, 0]))[: len(edges)].tolist()
-    assert series(text, "kubeloop_feature_value_count")[
-        'model="logistic-regression",feature="f0"'
-    ] == 1000
+    assert series(text, "kubeloop_feature_value_count")['model="logistic-regression",feature="f0"'] == 1000
     predicted = np.bincount(model.predict(x).labels, minlength=3).tolist()
     by_class = series(text, "kubeloop_predictions_total")
     assert [by_class[f'model="logistic-regression",class="{c}"'] for c in ("low", "mid", "high")] == predicted
