@@ -28,6 +28,15 @@ EXIT_DATA_ERROR = 2
 # Where a PersistentVolumeClaim named in a pvc:// URI is mounted in a pod.
 PVC_ROOT = "/mnt/pvc"
 
+# --- artifacts in the store -------------------------------------------------------------------------------
+# A dataset version: datasets/<namespace>/<name>/<content hash>/, complete once its marker exists.
+SNAPSHOT_FILE = "data.parquet"
+DATASET_MARKER = "statistics.json"
+# A model: models/<sha256 of model.onnx>/, complete once its marker (the model card) exists.
+MODEL_FILE = "model.onnx"
+BASELINE_FILE = "baseline.json"
+MODEL_MARKER = "model-card.json"
+
 # --- names and labels -------------------------------------------------------------------------------------
 # Job names become label values (job-name), and label values are at most 63 characters.
 MAX_NAME = 63

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 MAX_BINS = 10
 # Hashed identifiers or free text would make a baseline as large as the data; the rest is implied by
@@ -99,12 +100,13 @@ def category_counts(categories: Sequence[str], values: Iterable[Any]) -> list[in
 # ---------------------------------------------------------------------------------------------- drift
 
 
-def _proportions(counts: Sequence[float]) -> np.ndarray:
+def _proportions(counts: Sequence[float]) -> npt.NDArray[np.float64]:
     arr = np.asarray(counts, dtype=np.float64)
-    total = arr.sum()
+    total = float(arr.sum())
     if total <= 0:
         raise ValueError("cannot compare an empty distribution (all counts are zero)")
-    return arr / total
+    proportions: npt.NDArray[np.float64] = arr / total
+    return proportions
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
@@ -144,7 +146,7 @@ def kolmogorov_sf(x: float) -> float:
         return 1.0
     if x < 0.27:  # the series converges slowly here and the answer is 1 to 1e-9 anyway
         return 1.0
-    total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * x * x) for k in range(1, 101))
+    total = float(sum((-1) ** (k - 1) * math.exp(-2 * k * k * x * x) for k in range(1, 101)))
     return min(1.0, max(0.0, 2 * total))
 
 

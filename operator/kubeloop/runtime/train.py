@@ -32,7 +32,7 @@ from kubeloop.runtime import estimators, jobio
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import Store, StoreError, join, open_store, sha256_file
 
-MARKER = "model-card.json"
+MARKER = contract.MODEL_MARKER
 DEFAULT_PROBA_TOLERANCE = 1e-4
 DEFAULT_REGRESSION_RTOL = 1e-4
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pyarrow")
@@ -58,8 +58,8 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         store = open_store(config["storeURI"])
         prefix = _resolve_version(store, config["namespace"], ref["name"], ref["version"])
     try:
-        doc = json.loads(store.get_bytes(join(prefix, "statistics.json")))
-        data = store.get_bytes(join(prefix, "data.parquet"))
+        doc = json.loads(store.get_bytes(join(prefix, contract.DATASET_MARKER)))
+        data = store.get_bytes(join(prefix, contract.SNAPSHOT_FILE))
     except StoreError as exc:
         raise DataError("DatasetNotFound", f"dataset snapshot is incomplete or missing: {exc}") from None
     frame = pq.read_table(io.BytesIO(data)).to_pandas()
@@ -68,14 +68,14 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         "name": ref.get("name", ""),
         "version": full[:16],
         "sha256": full,
-        "artifactURI": store.uri(join(prefix, "data.parquet")),
+        "artifactURI": store.uri(join(prefix, contract.SNAPSHOT_FILE)),
     }
     return frame, doc, info
 
 
 def _resolve_version(store: Store, namespace: str, name: str, version: str) -> str:
     base = join("datasets", namespace, name)
-    complete = {k.split("/")[-2] for k in store.list(base) if k.endswith("/statistics.json")}
+    complete = {k.split("/")[-2] for k in store.list(base) if k.endswith(f"/{contract.DATASET_MARKER}")}
     matches = sorted(v for v in complete if v.startswith(version))
     if len(matches) != 1:
         found = ", ".join(v[:16] for v in sorted(complete)) or "none"
@@ -319,8 +319,8 @@ def _importance(model: Any) -> np.ndarray | None:
     if hasattr(model, "feature_importances_"):
         return np.asarray(model.feature_importances_, dtype=float)
     if hasattr(model, "coef_"):  # |coefficient|, averaged over classes: comparable only on scaled inputs
-        coef = np.abs(np.asarray(model.coef_, dtype=float))
-        return coef.mean(axis=0) if coef.ndim == 2 else coef
+        coef: np.ndarray = np.abs(np.asarray(model.coef_, dtype=float))
+        return np.asarray(coef.mean(axis=0)) if coef.ndim == 2 else coef
     return None
 
 
@@ -403,9 +403,9 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     t = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        (out / "model.onnx").write_bytes(onnx_bytes)
-        sha = sha256_file(out / "model.onnx")
-        (out / "baseline.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+        (out / contract.MODEL_FILE).write_bytes(onnx_bytes)
+        sha = sha256_file(out / contract.MODEL_FILE)
+        (out / contract.BASELINE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))
         report = write_report(task, estimator, x_test, y_test, features, out / "report")
         classes = [c.item() if hasattr(c, "item") else c for c in getattr(_final(estimator), "classes_", [])]
         signature = [{"name": f, "type": "float"} for f in features]
