@@ -50,6 +50,17 @@ INVALID = [
         merged(DATASET, schema={"target": "y", "columns": [{"name": "x", "type": "float"}]}),
         ["spec.schema", "target must be one of the listed columns"],
     ),
+    (
+        "Dataset",
+        {"source": {"pvc": {"claimName": "data", "path": "../../etc/passwd"}}},
+        ["spec.source.pvc", "no '..' segments"],
+    ),
+    ("Dataset", {"source": {"pvc": {"claimName": "data", "path": "/etc/passwd"}}}, ["spec.source.pvc.path"]),
+    (
+        "TrainingJob",
+        merged(TRAINING, resources={"requests": {"cpu": "banana"}}),
+        ["spec.resources.requests.cpu", "should match"],
+    ),
     ("TrainingJob", {"model": {"estimator": "SVC"}}, ["spec.datasetRef", "Required"]),
     ("TrainingJob", merged(TRAINING, model={"estimator": "sklearn.svm.SVC"}), ["spec.model.estimator"]),
     ("TrainingJob", merged(TRAINING, split={"testFraction": 1}), ["spec.split.testFraction"]),

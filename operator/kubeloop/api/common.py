@@ -21,10 +21,13 @@ ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
 Duration = Annotated[
     str, Field(max_length=32, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$", examples=["30s", "5m", "1h30m"])
 ]
-Quantity = Annotated[
-    int | str,
+# A resource quantity, as in a container's resources: "500m", "1Gi", 2. The API server checks the string
+# form against Kubernetes' quantity grammar, so "banana" is refused at the door, not by the pod.
+Quantity = Annotated[int, Field(ge=0)] | Annotated[
+    str,
     Field(
-        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+        max_length=64,
+        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
     ),
 ]
 Sha256 = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$", min_length=64, max_length=64)]

@@ -43,6 +43,13 @@ class S3Source(KubeloopModel):
 class PVCSource(KubeloopModel):
     """A file on a PersistentVolumeClaim in the same namespace."""
 
+    model_config = cel(
+        (
+            "!self.path.split('/').exists(s, s == '..')",
+            "path must stay inside the volume: no '..' segments",
+        )
+    )
+
     claim_name: Name
     """claimName of the PersistentVolumeClaim, mounted read-only into the ingest pod."""
     path: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^/].*$")]
