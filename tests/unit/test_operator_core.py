@@ -213,3 +213,13 @@ def test_kubectl_explain_lists_condition_types_and_reasons() -> None:
     ]["properties"]["conditions"]
     assert "Succeeded:" in conditions["description"] and "WaitingForDataset:" in conditions["description"]
     assert set(REASONS) == set(Reason)
+
+
+def test_a_condition_set_twice_in_one_reconcile_is_one_transition() -> None:
+    stored = Conditions(None, generation=1)
+    stored.set("Ready", "Unknown", "StatusRejected", "refused")
+    again = Conditions(stored.items, generation=1)
+    again.set("Ready", "False", "ModelLoading", "loading")  # the reconcile's own verdict ...
+    again.set("Ready", "Unknown", "StatusRejected", "refused again")  # ... refused once more on write
+    assert again.transitions == []
+    assert again.get("Ready")["lastTransitionTime"] == stored.get("Ready")["lastTransitionTime"]  # type: ignore[index]

@@ -30,12 +30,17 @@ class Transition:
 
 
 class Conditions:
-    """The conditions of one object, updated in place; remembers the transitions for Events."""
+    """The conditions of one object, updated in place during one reconcile.
+
+    Transitions (for Events) and lastTransitionTime are judged against the conditions the reconcile
+    started from, so a condition set twice on the way (Ready=False ModelLoading, then StatusRejected when
+    the write is refused) yields one transition, not two.
+    """
 
     def __init__(self, existing: list[dict[str, Any]] | None, generation: int) -> None:
         self.items = [dict(c) for c in existing or []]
+        self.initial = {c["type"]: dict(c) for c in self.items}
         self.generation = generation
-        self.transitions: list[Transition] = []
 
     def get(self, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.items if c["type"] == type_), None)
@@ -45,19 +50,28 @@ class Conditions:
         return found is not None and found["status"] == "True"
 
     def set(self, type_: str, status: Status, reason: str, message: str) -> None:
-        current = self.get(type_)
-        if current is None or current["status"] != status or current.get("reason") != reason:
-            self.transitions.append(Transition(type_, status, reason, message))
-        keep_time = current is not None and current["status"] == status
+        before = self.initial.get(type_)
+        keep_time = before is not None and before["status"] == status
         updated = {
             "type": type_,
             "status": status,
             "observedGeneration": self.generation,
-            "lastTransitionTime": current["lastTransitionTime"] if keep_time and current else now(),
-            "reason": reason,
+            "lastTransitionTime": before["lastTransitionTime"] if keep_time and before else now(),
+            "reason": str(reason),
             "message": message,
         }
+        current = self.get(type_)
         if current is None:
             self.items.append(updated)
         else:
             self.items[self.items.index(current)] = updated
+
+    @property
+    def transitions(self) -> list[Transition]:
+        """The conditions whose status or reason differs from where the reconcile started."""
+        changed = []
+        for c in self.items:
+            before = self.initial.get(c["type"])
+            if before is None or before["status"] != c["status"] or before.get("reason") != c["reason"]:
+                changed.append(Transition(c["type"], c["status"], c["reason"], c["message"]))
+        return changed

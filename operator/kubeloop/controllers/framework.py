@@ -229,6 +229,7 @@ class Operator:
         key: Key = (ctx.kind.kind, ctx.namespace, ctx.name)
         summary = ctx.kind.summary
         failed = False
+        new: BaseModel | Obj  # the status model, or the fields to change when the reconcile stopped short
         try:
             new = controller.reconcile(ctx)
         except Waiting as wait:
@@ -239,14 +240,14 @@ class Operator:
                 wait.reason,
                 wait.message,
             )
-            new = ctx.updated(wait.fields)
+            new = wait.fields
             if wait.delay is not None:
                 ctx.requeue_after(wait.delay)
         except Invalid as invalid:
             ctx.conditions.set(summary, "False", invalid.reason, invalid.message)
             if ConditionType.FAILED in ctx.kind.condition_types:
                 ctx.conditions.set(ConditionType.FAILED, "True", invalid.reason, invalid.message)
-            new = ctx.updated(invalid.fields)
+            new = invalid.fields
         except Exception as error:  # a bug or an API error: this object says so, the others go on
             failed = True
             metrics.ERRORS.labels(ctx.kind.kind).inc()
@@ -257,7 +258,7 @@ class Operator:
                 Reason.RECONCILE_ERROR,
                 f"the operator could not reconcile this object and retries: {_said(error)}",
             )
-            new = ctx.updated({})
+            new = {}
         failed = not self.write(ctx, new) or failed
         for t in ctx.conditions.transitions:
             ctx.event(t.event_type, t.reason, f"{t.type}={t.status}: {t.message}")
@@ -270,11 +271,12 @@ class Operator:
             self._failures.pop(key, None)
         self.scheduler.arm(key, ctx.requeue)
 
-    def write(self, ctx: Context, new: BaseModel) -> bool:
+    def write(self, ctx: Context, new: BaseModel | Obj) -> bool:
         """Patch what changed in status; a refused status becomes a condition that says why."""
-        wanted = {**new.model_dump(by_alias=True, exclude_none=True, mode="json")}
-        wanted.update(conditions=ctx.conditions.items, observedGeneration=ctx.generation)
         try:
+            model = new if isinstance(new, BaseModel) else ctx.updated(new)
+            wanted = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+            wanted.update(conditions=ctx.conditions.items, observedGeneration=ctx.generation)
             checked = status_model(ctx.kind, {}, wanted)  # our own bug must not reach the API server
             wanted = checked.model_dump(by_alias=True, exclude_none=True, mode="json")
             patch = status_patch(ctx.status, wanted)
