@@ -11,7 +11,6 @@ import sys
 
 COMMANDS = {
     "serve": "kubeloop.runtime.serve:main",
-    # Stubs: these modules belong to the store/trainer side and are written there.
     "ingest": "kubeloop.runtime.ingest:main",
     "train": "kubeloop.runtime.train:main",
     "fetch": "kubeloop.runtime.fetch:main",

@@ -19,6 +19,12 @@ Endpoints (``NAME`` is ``--model-name`` or the card's; ``VERSION`` the first 16 
 
 Client mistakes are 4xx with ``{"error": "..."}`` naming what was wrong; ``--auth-token-file`` requires
 ``Authorization: Bearer`` on inference and metadata (never on health or metrics).
+
+Modules, one concern each: :mod:`.config` (the settings) and :mod:`.cli` (flags derived from them),
+:mod:`.lifecycle` (start, readiness, SIGTERM drain), :mod:`.connection` (HTTP parsing per connection),
+:mod:`.app` (dispatch), :mod:`.routes` (the route table), :mod:`.batching` (micro-batching),
+:mod:`.auth` (bearer tokens), :mod:`.responses` (answer bytes), :mod:`.events` (the JSON log); and the
+model side: :mod:`.model` (load, verify, predict), :mod:`.protocol` (V2/V1 bodies), :mod:`.metrics`.
 """
 
 from .cli import main

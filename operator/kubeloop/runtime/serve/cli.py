@@ -1,19 +1,30 @@
-"""``python -m kubeloop.runtime serve``: flags, each with an environment variable as its default."""
+"""``python -m kubeloop.runtime serve``: one flag and one environment variable per ServeConfig field.
+
+A field ``max_batch_rows`` is the flag ``--max-batch-rows`` and the variable ``KUBELOOP_MAX_BATCH_ROWS``
+(the default when the flag is not given; an empty variable counts as unset). Its type says how a value
+is read (``bool``: on/off), its :class:`~.config.Setting` gives the help, the smallest value and older
+flag names that still work (``--threads``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from .server import ServeConfig, run
+from .config import SETTING, ServeConfig, Setting
+from .lifecycle import run
+
+ENV_PREFIX = "KUBELOOP_"
+Field = dataclasses.Field[object]
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _flag(value: str) -> bool:
+def on_off(value: str) -> bool:
     if value.lower() in ("1", "true", "on", "yes"):
         return True
     if value.lower() in ("0", "false", "off", "no"):
@@ -21,116 +32,90 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
 
 
-def parse_args(argv: list[str] | None = None) -> ServeConfig:
+# How a value of each field type is read from a flag or a variable.
+PARSERS: dict[type, Callable[[str], object]] = {bool: on_off, int: int, float: float, str: str, Path: Path}
+
+
+def flag(f: Field) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def env_var(f: Field) -> str:
+    return ENV_PREFIX + f.name.upper()
+
+
+def about(f: Field) -> Setting:
+    s = f.metadata[SETTING]
+    assert isinstance(s, Setting), f"ServeConfig.{f.name} has no Setting in its metadata"
+    return s
+
+
+def required(f: Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def value_parser(annotation: object) -> Callable[[str], object]:
+    """The parser of a field's type; ``X | None`` is read as ``X``."""
+    if isinstance(annotation, types.UnionType):
+        (annotation,) = (a for a in typing.get_args(annotation) if a is not types.NoneType)
+    assert isinstance(annotation, type) and annotation in PARSERS, f"no parser for {annotation}"
+    return PARSERS[annotation]
+
+
+def shown(value: object) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def fields() -> list[tuple[Field, Callable[[str], object]]]:
+    hints = typing.get_type_hints(ServeConfig)
+    return [(f, value_parser(hints[f.name])) for f in dataclasses.fields(ServeConfig)]
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kubeloop.runtime serve",
         description="Serve an ONNX model over the Open Inference Protocol (V2) and V1.",
     )
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=_env("KUBELOOP_MODEL_DIR"),
-        help="directory with model.onnx, model-card.json, optional baseline.json [KUBELOOP_MODEL_DIR]",
-    )
-    p.add_argument(
-        "--expected-sha256",
-        default=_env("KUBELOOP_EXPECTED_SHA256"),
-        help="refuse to become ready unless model.onnx has this digest [KUBELOOP_EXPECTED_SHA256]",
-    )
-    p.add_argument(
-        "--model-name",
-        default=_env("KUBELOOP_MODEL_NAME"),
-        help="name in URLs and metrics (default: the model card's name) [KUBELOOP_MODEL_NAME]",
-    )
-    p.add_argument(
-        "--host", default=_env("KUBELOOP_HOST", "0.0.0.0"), help="[KUBELOOP_HOST] (default 0.0.0.0)"
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(_env("KUBELOOP_PORT", "8080") or 8080),
-        help="[KUBELOOP_PORT] (default 8080; 0 picks a free port, printed in the 'listening' line)",
-    )
-    p.add_argument(
-        "--batching",
-        type=_flag,
-        default=_flag(_env("KUBELOOP_BATCHING", "on") or "on"),
-        help="micro-batch concurrent requests into one ONNX Runtime call: on|off [KUBELOOP_BATCHING]",
-    )
-    p.add_argument(
-        "--max-batch-rows",
-        type=int,
-        default=int(_env("KUBELOOP_MAX_BATCH_ROWS", "64") or 64),
-        help="most rows in one ONNX Runtime call [KUBELOOP_MAX_BATCH_ROWS] (default 64)",
-    )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=int(_env("KUBELOOP_MAX_BODY_BYTES", str(1 << 20)) or 0),
-        help="larger request bodies get 413 [KUBELOOP_MAX_BODY_BYTES] (default 1 MiB)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=int(_env("KUBELOOP_ORT_THREADS", "0") or 0),
-        help="ONNX Runtime intra-op threads (default 0: chosen from the cgroup CPU limit) "
-        "[KUBELOOP_ORT_THREADS]",
-    )
-    p.add_argument(
-        "--auth-token-file",
-        type=Path,
-        default=_env("KUBELOOP_AUTH_TOKEN_FILE"),
-        help="require 'Authorization: Bearer <token>' for inference and metadata; one token per "
-        "line, re-read when it changes [KUBELOOP_AUTH_TOKEN_FILE]",
-    )
-    p.add_argument(
-        "--drain-delay",
-        type=float,
-        default=float(_env("KUBELOOP_DRAIN_DELAY", "0") or 0),
-        help="on SIGTERM, seconds to keep serving while reporting not ready, so the Service "
-        "stops routing here first [KUBELOOP_DRAIN_DELAY] (default 0)",
-    )
-    p.add_argument(
-        "--drain-quiet",
-        type=float,
-        default=float(_env("KUBELOOP_DRAIN_QUIET", "0") or 0),
-        help="after the drain delay, keep accepting until no connection has arrived for this many "
-        "seconds: a node whose proxy rules lag still reaches this pod [KUBELOOP_DRAIN_QUIET] (default 0)",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=float(_env("KUBELOOP_DRAIN_TIMEOUT", "30") or 30),
-        help="most seconds the drain may take after the delay: the quiet wait and in-flight requests "
-        "[KUBELOOP_DRAIN_TIMEOUT]",
-    )
-    p.add_argument(
-        "--termination-log",
-        type=Path,
-        default=Path(_env("KUBELOOP_TERMINATION_LOG", "/dev/termination-log") or "/dev/termination-log"),
-        help="where a load failure is reported as JSON [KUBELOOP_TERMINATION_LOG]",
-    )
-    a = p.parse_args(argv)
-    if a.model_dir is None:
-        p.error("--model-dir (or KUBELOOP_MODEL_DIR) is required")
-    if a.max_batch_rows < 1 or a.max_body_bytes < 1:
-        p.error("--max-batch-rows and --max-body-bytes must be positive")
-    return ServeConfig(
-        model_dir=a.model_dir,
-        expected_sha256=a.expected_sha256,
-        model_name=a.model_name,
-        host=a.host,
-        port=a.port,
-        batching=a.batching,
-        max_batch_rows=a.max_batch_rows,
-        max_body_bytes=a.max_body_bytes,
-        ort_threads=a.threads or None,
-        auth_token_file=a.auth_token_file,
-        drain_delay=a.drain_delay,
-        drain_quiet=a.drain_quiet,
-        drain_timeout=a.drain_timeout,
-        termination_log=a.termination_log,
-    )
+    for f, parse in fields():
+        s = about(f)
+        if required(f):
+            default = " (required)"
+        else:
+            default = "" if f.default is None else f" (default {shown(f.default)})"
+        p.add_argument(
+            flag(f),
+            *s.aliases,
+            dest=f.name,
+            type=parse,
+            default=None,  # None: not given; then the variable, then the field's default
+            metavar="on|off" if parse is on_off else None,
+            help=f"{s.help} [{env_var(f)}]{default}",
+        )
+    return p
+
+
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServeConfig:
+    p = build_parser()
+    given = vars(p.parse_args(argv))
+    # The values' types are the fields' own: each one is read by the parser of its field's annotation.
+    values: dict[str, Any] = {}
+    for f, parse in fields():
+        value = given[f.name]
+        if value is None and environ.get(env_var(f)):
+            raw = environ[env_var(f)]
+            try:
+                value = parse(raw)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                p.error(f"{env_var(f)}={raw!r} is not valid for {flag(f)}: {e}")
+        if value is None:
+            if required(f):
+                p.error(f"{flag(f)} (or {env_var(f)}) is required")
+            continue
+        minimum = about(f).minimum
+        if minimum is not None and isinstance(value, int | float) and value < minimum:
+            p.error(f"{flag(f)} must be at least {shown(minimum)}, not {value}")
+        values[f.name] = value
+    return ServeConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
