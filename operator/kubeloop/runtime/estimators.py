@@ -7,7 +7,10 @@ entry is one skl2onnx can convert, so an allowed estimator always yields an ONNX
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # scikit-learn is imported only when an estimator is built
+    from sklearn.base import BaseEstimator
 
 # name -> (module, class, task). The module/class pairs are literals of this file, never user input.
 ALLOWED: dict[str, tuple[str, str, str]] = {
@@ -64,7 +67,7 @@ def task_of(name: str) -> str:
     return ALLOWED[canonical_name(name)][2]
 
 
-def build(name: str, params: dict[str, Any] | None = None) -> Any:
+def build(name: str, params: dict[str, Any] | None = None) -> BaseEstimator:
     """A new, unfitted estimator; unknown parameter names are refused with the valid ones listed."""
     module, cls_name, _ = ALLOWED[canonical_name(name)]
     cls = getattr(importlib.import_module(module), cls_name)

@@ -10,22 +10,21 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from kubeloop.contract import BASELINE_FILE, MODEL_FILE, MODEL_MARKER
 from kubeloop.runtime import jobio
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import StoreError, open_store
 
-FILES = ("model.onnx", "baseline.json", "model-card.json")
-MARKER = "model-card.json"
+FILES = (MODEL_FILE, BASELINE_FILE, MODEL_MARKER)  # the marker last: a model is complete once it exists
 
 
-def fetch(uri: str, sha256: str, dest: str) -> dict[str, Any]:
+def fetch(uri: str, sha256: str, dest: str) -> dict[str, str]:
     store = open_store(uri)
-    if not store.exists(MARKER):
+    if not store.exists(MODEL_MARKER):
         raise DataError(
             "ModelNotFound",
-            f"{store.uri(MARKER)} does not exist: {uri} is not a complete model "
+            f"{store.uri(MODEL_MARKER)} does not exist: {uri} is not a complete model "
             "directory (missing, or its upload did not finish)",
         )
     target = Path(dest)
@@ -34,14 +33,14 @@ def fetch(uri: str, sha256: str, dest: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=target, prefix=".fetch-") as tmp:
         try:
             for name in FILES:
-                store.get_file(name, Path(tmp) / name, sha256=sha256 if name == "model.onnx" else None)
+                store.get_file(name, Path(tmp) / name, sha256=sha256 if name == MODEL_FILE else None)
         except StoreError as exc:
             if "checksum mismatch" in str(exc):
                 raise DataError("ChecksumMismatch", f"{exc}; the model was not installed in {dest}") from None
             raise DataError("ModelNotFound", str(exc)) from None
         for name in FILES:
             shutil.move(str(Path(tmp) / name), target / name)
-    print(f"fetched {uri} into {dest} (model.onnx sha256 {sha256})")
+    print(f"fetched {uri} into {dest} ({MODEL_FILE} sha256 {sha256})")
     return {"uri": uri, "sha256": sha256.lower(), "dest": str(target)}
 
 

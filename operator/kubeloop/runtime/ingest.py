@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kubeloop import stats
+from kubeloop.contract import DATASET_MARKER, SNAPSHOT_FILE
 from kubeloop.runtime import jobio
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import StoreError, join, open_store
@@ -37,7 +38,6 @@ TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f"}
 NULL_TOKENS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 MAX_ERRORS = 5  # enough to see a pattern; the result must fit the 4 KiB termination log
-MARKER = "statistics.json"
 
 
 # ------------------------------------------------------------------------------------------------ read
@@ -244,7 +244,7 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
     return out
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: object) -> str:
     # 3.0 read from parquet and "3" read from CSV must hash and compare the same.
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -428,12 +428,12 @@ def ingest(config: dict[str, Any]) -> dict[str, Any]:
     prefix = join("datasets", config["namespace"], config["name"], version)
     store = open_store(config["storeURI"])
     doc = statistics(clean, target)
-    created = not store.exists(join(prefix, MARKER))
+    created = not store.exists(join(prefix, DATASET_MARKER))
     if created:  # same content, same address: an unchanged source writes nothing
         with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "data.parquet").write_bytes(data)
-            Path(tmp, MARKER).write_text(json.dumps(doc, indent=1, sort_keys=True))
-            store.put_dir(prefix, tmp, marker=MARKER)
+            Path(tmp, SNAPSHOT_FILE).write_bytes(data)
+            Path(tmp, DATASET_MARKER).write_text(json.dumps(doc, indent=1, sort_keys=True))
+            store.put_dir(prefix, tmp, marker=DATASET_MARKER)
     print(
         f"ingested {origin}: {len(clean)} rows, {len(clean.columns)} columns, version {version[:16]}"
         f"{' (new)' if created else ' (unchanged, nothing written)'}"
@@ -444,8 +444,8 @@ def ingest(config: dict[str, Any]) -> dict[str, Any]:
         "rows": len(clean),
         "columns": len(clean.columns),
         "target": target,
-        "artifactURI": store.uri(join(prefix, "data.parquet")),
-        "statisticsURI": store.uri(join(prefix, MARKER)),
+        "artifactURI": store.uri(join(prefix, SNAPSHOT_FILE)),
+        "statisticsURI": store.uri(join(prefix, DATASET_MARKER)),
         "created": created,
         "statistics": status_summary(doc),
     }

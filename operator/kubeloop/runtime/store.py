@@ -15,12 +15,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
+
+from kubeloop.contract import PVC_ROOT
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"
+# Writes the content of an object to an open file.
+Writer = Callable[[BinaryIO], object]
 
 
 class StoreError(Exception):
@@ -94,7 +99,7 @@ class VolumeStore(Store):
     def put_file(self, key: str, path: str | os.PathLike[str]) -> str:
         digest = hashlib.sha256()
 
-        def copy(out: Any) -> None:
+        def copy(out: BinaryIO) -> None:
             with open(path, "rb") as src:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)
@@ -108,7 +113,7 @@ class VolumeStore(Store):
         return hashlib.sha256(data).hexdigest()
 
     @staticmethod
-    def _atomic_write(target: Path, write: Any) -> None:
+    def _atomic_write(target: Path, write: Writer) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
         try:
@@ -197,7 +202,7 @@ class S3Store(Store):
     def get_file(self, key: str, dest: str | os.PathLike[str], sha256: str | None = None) -> str:
         body = self._get(key)["Body"]
 
-        def copy(out: Any) -> None:
+        def copy(out: BinaryIO) -> None:
             for chunk in body.iter_chunks(CHUNK):
                 out.write(chunk)
 
@@ -238,13 +243,13 @@ class S3Store(Store):
         return sorted(keys)
 
 
-def _copy_from(src: Path, out: Any) -> None:
+def _copy_from(src: Path, out: BinaryIO) -> None:
     with open(src, "rb") as fh:
         while chunk := fh.read(CHUNK):
             out.write(chunk)
 
 
-def _verified_copy(copy: Any, dest: Path, sha256: str | None, what: str) -> str:
+def _verified_copy(copy: Writer, dest: Path, sha256: str | None, what: str) -> str:
     """Write to a temp file beside ``dest``; rename only when the checksum matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{dest.name}.", dir=dest.parent)
@@ -274,7 +279,7 @@ def open_store(uri: str) -> Store:
     if parsed.scheme == "pvc":
         if not parsed.netloc:
             raise StoreError(f"store URI {uri!r} has no claim name: use pvc://claim/path")
-        root = Path(os.environ.get("KUBELOOP_PVC_ROOT") or f"/mnt/pvc/{parsed.netloc}")
+        root = Path(os.environ.get("KUBELOOP_PVC_ROOT") or f"{PVC_ROOT}/{parsed.netloc}")
         return VolumeStore(uri, root / parsed.path.lstrip("/"))
     raise StoreError(
         f"unsupported store URI {uri!r}: use s3://bucket/prefix, file:///path or pvc://claim/path"

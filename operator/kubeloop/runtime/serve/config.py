@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeloop.contract import TERMINATION_LOG
+
 SETTING = "kubeloop.setting"  # the key of a field's Setting in its metadata
 
 
@@ -89,5 +91,5 @@ class ServeConfig:
         ),
     )
     termination_log: Path = field(
-        default=Path("/dev/termination-log"), metadata=setting("where a load failure is reported as JSON")
+        default=Path(TERMINATION_LOG), metadata=setting("where a load failure is reported as JSON")
     )

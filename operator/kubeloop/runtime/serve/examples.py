@@ -8,22 +8,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from skl2onnx import to_onnx
+from sklearn.base import BaseEstimator
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from kubeloop import stats
-
-from .model import BASELINE_FILE, CARD_FILE, MODEL_FILE
+from kubeloop.contract import BASELINE_FILE, MODEL_FILE, MODEL_MARKER
 
 KINDS = ("random_forest", "logistic_regression", "linear_regression")
 
 
-def training_data(kind: str, n_features: int = 20, rows: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def training_data(
+    kind: str, n_features: int = 20, rows: int = 2000
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | npt.NDArray[np.float64]]:
     if kind == "linear_regression":
         x, y = make_regression(n_samples=rows, n_features=n_features, random_state=0)
     else:
@@ -37,16 +39,16 @@ def build_model_dir(
     dest: Path,
     kind: str = "random_forest",
     n_features: int = 20,
-    classes: list[Any] | None = None,
+    classes: list[object] | None = None,
     baseline: bool = True,
     name: str | None = None,
-) -> Any:
+) -> BaseEstimator:
     """Write model.onnx, model-card.json (and baseline.json); return the fitted estimator.
 
     The RandomForest is the benchmark's: 100 trees, depth 8, 20 features, 3 classes.
     """
     x, y = training_data(kind, n_features)
-    estimator: Any
+    estimator: BaseEstimator
     if kind == "random_forest":
         estimator = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0, n_jobs=1)
     elif kind == "logistic_regression":
@@ -62,7 +64,7 @@ def build_model_dir(
     dest.mkdir(parents=True, exist_ok=True)
     (dest / MODEL_FILE).write_bytes(data)
     features = [f"f{i}" for i in range(n_features)]
-    card: dict[str, Any] = {
+    card: dict[str, object] = {
         "name": name or kind.replace("_", "-"),
         "features": features,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -71,7 +73,7 @@ def build_model_dir(
         card["task"] = "regression"
     else:
         card.update(task="classification", classes=classes or ["low", "mid", "high"])
-    (dest / CARD_FILE).write_text(json.dumps(card))
+    (dest / MODEL_MARKER).write_text(json.dumps(card))
     if baseline:
         doc = {
             "version": 1,

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kubeloop.contract import EXIT_DATA_ERROR, EXIT_OK
+
 from .app import App
 from .config import ServeConfig
 from .connection import Connection
@@ -62,7 +64,7 @@ async def serve(config: ServeConfig) -> int:
         except ModelLoadError as e:
             report_failure(config, e)
             server.close()
-            return 2
+            return EXIT_DATA_ERROR
         app.set_model(model)
         # The model's objects live as long as the process: keep the cyclic GC from walking them again.
         gc.freeze()
@@ -79,7 +81,7 @@ async def serve(config: ServeConfig) -> int:
         )
     await stopped
     await drain(app, server, config)
-    return 0
+    return EXIT_OK
 
 
 async def drain(app: App, server: asyncio.AbstractServer, config: ServeConfig) -> None:

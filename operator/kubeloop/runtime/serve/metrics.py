@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kubeloop import stats
 
-from .model import Model, Prediction
+from .model import Model, Prediction, Rows
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -45,7 +45,7 @@ DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 10
 FLUSH_VALUES = 4096
 
 
-def _label(value: Any) -> str:
+def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -81,7 +81,7 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: npt.NDArray[np.float32]) -> None:
         finite = values[np.isfinite(values)].astype(np.float64)
         for i, c in enumerate(stats.bin_counts(self.bounds, finite)):
             self.counts[i] += c
@@ -122,7 +122,7 @@ class FeatureBins:
         self.counts = np.zeros((len(self.edges), width), dtype=np.int64)
         self.sums = np.zeros(len(self.edges))
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: Rows) -> None:
         """``x``: rows of every model input; NaN and infinities are not counted (as in the baseline)."""
         if not self.columns:
             return
@@ -189,7 +189,7 @@ class Metrics:
             hist = self.latency[protocol] = Histogram(LATENCY_BUCKETS)
         hist.observe(seconds)
 
-    def batch(self, x: np.ndarray, pred: Prediction) -> None:
+    def batch(self, x: Rows, pred: Prediction) -> None:
         """One ORT call's inputs and outputs, copied into the buffers; binned when they are full."""
         n = len(x)
         self.batch_sizes.observe(n)

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model-card.json"
-BASELINE_FILE = "baseline.json"
+from kubeloop.contract import BASELINE_FILE, MODEL_FILE, MODEL_MARKER
+
+# A validated request matrix: float32, shape (rows, features).
+Rows = npt.NDArray[np.float32]
 
 
 class ModelLoadError(Exception):
@@ -39,9 +41,9 @@ class Prediction(NamedTuple):
     A NamedTuple rather than a dataclass: one is made per request when a micro-batch is split.
     """
 
-    labels: np.ndarray | None  # int64 indices into ModelCard.classes, shape (n,)
-    probabilities: np.ndarray | None  # float32, shape (n, classes)
-    values: np.ndarray | None  # float32, shape (n,)
+    labels: npt.NDArray[np.intp] | None  # indices into ModelCard.classes, shape (n,)
+    probabilities: npt.NDArray[np.float32] | None  # shape (n, classes)
+    values: npt.NDArray[np.float32] | None  # shape (n,)
 
     def rows(self, start: int, stop: int) -> Prediction:
         labels, probabilities, values = self
@@ -57,28 +59,30 @@ class ModelCard:
     name: str
     task: str  # "classification" | "regression"
     features: list[str]
-    classes: list[Any] = field(default_factory=list)
+    classes: list[object] = field(default_factory=list)  # JSON values, as the trainer wrote them
     sha256: str | None = None
     # Trees route NaN somewhere, but nothing in training guarantees that is meaningful: refuse by default.
     allow_nan: bool = False
 
     @classmethod
-    def parse(cls, doc: Any) -> ModelCard:
+    def parse(cls, doc: object) -> ModelCard:
         if not isinstance(doc, dict):
-            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE} must be a JSON object")
+            raise ModelLoadError("InvalidModelCard", f"{MODEL_MARKER} must be a JSON object")
         task = doc.get("task")
         if task not in ("classification", "regression"):
             raise ModelLoadError(
-                "InvalidModelCard", f"{CARD_FILE}: task must be classification or regression, not {task!r}"
+                "InvalidModelCard", f"{MODEL_MARKER}: task must be classification or regression, not {task!r}"
             )
         features = doc.get("features")
         if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
             raise ModelLoadError(
-                "InvalidModelCard", f"{CARD_FILE}: features must be a non-empty list of names"
+                "InvalidModelCard", f"{MODEL_MARKER}: features must be a non-empty list of names"
             )
         classes = doc.get("classes") or []
         if task == "classification" and (not isinstance(classes, list) or len(classes) < 2):
-            raise ModelLoadError("InvalidModelCard", f"{CARD_FILE}: a classifier needs at least two classes")
+            raise ModelLoadError(
+                "InvalidModelCard", f"{MODEL_MARKER}: a classifier needs at least two classes"
+            )
         return cls(
             # The trainer's card names the TrainingJob; the server's --model-name usually overrides both.
             name=str(doc.get("name") or doc.get("trainingJob") or "model"),
@@ -148,11 +152,11 @@ class Model:
         if not path.is_file():
             raise ModelLoadError("ModelNotFound", f"{path} does not exist")
         try:
-            self.card = ModelCard.parse(json.loads((model_dir / CARD_FILE).read_text()))
+            self.card = ModelCard.parse(json.loads((model_dir / MODEL_MARKER).read_text()))
         except (OSError, ValueError) as e:
-            raise ModelLoadError("InvalidModelCard", f"cannot read {model_dir / CARD_FILE}: {e}") from e
+            raise ModelLoadError("InvalidModelCard", f"cannot read {model_dir / MODEL_MARKER}: {e}") from e
         self.sha256 = sha256_file(path)
-        for what, want in (("the expected digest", expected_sha256), (CARD_FILE, self.card.sha256)):
+        for what, want in (("the expected digest", expected_sha256), (MODEL_MARKER, self.card.sha256)):
             if want and want.lower() != self.sha256:
                 raise ModelLoadError(
                     "DigestMismatch", f"{MODEL_FILE} has sha256 {self.sha256}, but {what} is {want.lower()}"
@@ -197,7 +201,7 @@ class Model:
         if isinstance(width, int) and width != self.n_features:
             raise ModelLoadError(
                 "InvalidModelCard",
-                f"{CARD_FILE} lists {self.n_features} features, the model's "
+                f"{MODEL_MARKER} lists {self.n_features} features, the model's "
                 f"input '{self.input_name}' takes {width}",
             )
         outputs = self.session.get_outputs()
@@ -212,7 +216,7 @@ class Model:
             self._output = outputs[0].name
             self._zipmap = False
 
-    def predict(self, x: np.ndarray) -> Prediction:
+    def predict(self, x: Rows) -> Prediction:
         """``x`` is float32 of shape (rows, features), already validated."""
         out = self._run([self._output], {self.input_name: x}, None)[0]
         if not self.classification:
@@ -240,7 +244,7 @@ class Model:
             if n_classes != len(self.card.classes):
                 raise ModelLoadError(
                     "InvalidModelCard",
-                    f"{CARD_FILE} lists {len(self.card.classes)} classes, the model predicts {n_classes}",
+                    f"{MODEL_MARKER} lists {len(self.card.classes)} classes, the model predicts {n_classes}",
                 )
             ok = bool(
                 np.isfinite(pred.probabilities).all()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
-from .model import Model, Prediction
+from .model import Model, Prediction, Rows
 
 # JSON carries every number as a double; integer types are accepted because a client with an int array
 # (e.g. tritonclient with np.int64) sends them. BOOL and BYTES are not numbers for this model.
@@ -48,7 +48,7 @@ class ClientError(Exception):
         self.message = message
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes) -> object:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -108,7 +108,7 @@ class Codec:
 
     # ------------------------------------------------------------------------------------------ decode
 
-    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[np.ndarray, Any, Wanted]:
+    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[Rows, object, Wanted]:
         """Returns (rows, request id, outputs asked for). ``json_length``: the binary tensor extension."""
         binary = b""
         if json_length is not None:
@@ -168,7 +168,7 @@ class Codec:
         wanted = None if outputs is None and not all_binary else self._wanted(outputs, all_binary)
         return x, doc.get("id"), wanted
 
-    def _wanted(self, outputs: Any, binary: bool) -> tuple[tuple[str, bool], ...]:
+    def _wanted(self, outputs: object, binary: bool) -> tuple[tuple[str, bool], ...]:
         """The outputs a request names (all when it names none), each with whether to send it binary."""
         if outputs is None:
             return tuple((name, binary) for name in self.output_names)
@@ -186,7 +186,7 @@ class Codec:
             )
         return tuple(wanted)
 
-    def decode_v1(self, body: bytes) -> np.ndarray:
+    def decode_v1(self, body: bytes) -> Rows:
         doc = _loads(body)
         instances = doc.get("instances") if type(doc) is dict else None
         if type(instances) is not list or not instances:
@@ -209,7 +209,7 @@ class Codec:
         self._check_finite(x, array, "instances")
         return x
 
-    def _row_from_object(self, i: int, instance: Any) -> list[Any]:
+    def _row_from_object(self, i: int, instance: object) -> list[object]:
         if type(instance) is not dict:
             raise ClientError(400, f"instance {i} is not an object like the first one")
         unknown = set(instance) - set(self._feature_index)
@@ -221,7 +221,7 @@ class Codec:
         return [instance[f] for f in self._feature_index]
 
     @staticmethod
-    def _array(name: str, data: Any) -> np.ndarray:
+    def _array(name: str, data: object) -> npt.NDArray[np.generic]:
         if type(data) is not list:
             raise ClientError(400, f"input '{name}' needs 'data', a list of numbers")
         try:
@@ -237,7 +237,7 @@ class Codec:
         return array
 
     @staticmethod
-    def _binary_tensor(name: str, datatype: str, size: Any, binary: bytes) -> np.ndarray:
+    def _binary_tensor(name: str, datatype: str, size: object, binary: bytes) -> npt.NDArray[np.generic]:
         if type(size) is not int or size != len(binary):
             raise ClientError(
                 400,
@@ -249,7 +249,7 @@ class Codec:
             raise ClientError(400, f"input '{name}': {size} bytes is not a whole number of {datatype} values")
         return np.frombuffer(binary, dtype=dtype)
 
-    def _check_finite(self, x: np.ndarray, original: np.ndarray, name: str) -> None:
+    def _check_finite(self, x: Rows, original: npt.NDArray[np.generic], name: str) -> None:
         if self.allow_nan:
             return
         flat = x.ravel()
@@ -270,7 +270,7 @@ class Codec:
 
     # ------------------------------------------------------------------------------------------ encode
 
-    def encode_v2(self, pred: Prediction, request_id: Any) -> bytes:
+    def encode_v2(self, pred: Prediction, request_id: object) -> bytes:
         parts = [self._v2_head]
         if request_id is not None:
             parts.append(b',"id":' + orjson.dumps(request_id))
@@ -296,19 +296,19 @@ class Codec:
         return b"".join(parts)
 
     def encode_v2_outputs(
-        self, pred: Prediction, request_id: Any, wanted: tuple[tuple[str, bool], ...]
+        self, pred: Prediction, request_id: object, wanted: tuple[tuple[str, bool], ...]
     ) -> tuple[bytes, int | None]:
         """The outputs a request named, some perhaps in the binary tensor extension.
 
         Returns (body, JSON header length when binary parts follow it, else None).
         """
-        head: dict[str, Any] = {"model_name": self.model.name, "model_version": self.model.version}
+        head: dict[str, object] = {"model_name": self.model.name, "model_version": self.model.version}
         if request_id is not None:
             head["id"] = request_id
         outputs, blobs = [], []
         for name, binary in wanted:
             datatype, shape, data, blob = self._output(name, pred, binary)
-            out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+            out: dict[str, object] = {"name": name, "datatype": datatype, "shape": shape}
             if binary:
                 out["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
@@ -319,7 +319,7 @@ class Codec:
         header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
         return (header + b"".join(blobs), len(header)) if blobs else (header, None)
 
-    def _output(self, name: str, pred: Prediction, binary: bool) -> tuple[str, list[int], Any, bytes]:
+    def _output(self, name: str, pred: Prediction, binary: bool) -> tuple[str, list[int], object, bytes]:
         if name == "label":
             assert pred.labels is not None
             idx = pred.labels.tolist()
@@ -346,6 +346,6 @@ class Codec:
             )
         return b'{"predictions":' + orjson.dumps(pred.values, option=orjson.OPT_SERIALIZE_NUMPY) + b"}"
 
-    def _labels_json(self, labels: np.ndarray) -> bytes:
+    def _labels_json(self, labels: npt.NDArray[np.intp]) -> bytes:
         names = self._class_json
         return b"[" + b",".join([names[i] for i in labels.tolist()]) + b"]"
