@@ -151,7 +151,9 @@ def kolmogorov_sf(x: float) -> float:
     return min(1.0, max(0.0, 2 * total))
 
 
-def chi2_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float, float]:
+def chi2_test(
+    expected: Sequence[float], actual: Sequence[float], min_expected: float = 5.0
+) -> tuple[float, float]:
     """Chi-square test of homogeneity of two count vectors over the same bins (a 2 x k table): (stat, p).
 
     Both sides are samples: the baseline is the training data, not the training distribution. A
@@ -159,8 +161,14 @@ def chi2_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float
     far more often than its p-value says once the window is not small beside the baseline (measured: 21 %
     at p < 0.01 with 1,000 requests against a 1,000-row baseline, 99.9 % against a 150-row one). Bins
     empty on both sides are left out (they carry no information and no degree of freedom). Counts may be
-    fractional (Prometheus ``increase()`` extrapolates). Equals ``scipy.stats.chi2_contingency`` without
-    Yates' correction.
+    fractional (Prometheus ``increase()`` extrapolates).
+
+    The chi-square distribution is the statistic's only for large expected counts: a rare category seen
+    once in a small window adds tens to the statistic, and a 51-bin categorical feature alarmed 2 % of
+    100-request checks at p < 0.01 after holm over 5 features (0.2 % expected). So, as Cochran's rule
+    asks, the bins whose expected count on the smaller side is under ``min_expected`` are pooled into
+    one, with the next smallest ones until that pool reaches it (``min_expected=0``: no pooling). Without
+    pooling this equals ``scipy.stats.chi2_contingency`` with ``correction=False``.
     """
     a = np.asarray(expected, dtype=np.float64)
     b = np.asarray(actual, dtype=np.float64)
@@ -168,13 +176,42 @@ def chi2_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float
         raise ValueError(f"cannot compare {a.size} bins with {b.size}")
     if a.sum() <= 0 or b.sum() <= 0:
         raise ValueError("cannot compare an empty distribution (all counts are zero)")
+    a, b = pool_sparse_bins(a.tolist(), b.tolist(), min_expected)
     keep = (a + b) > 0
     a, b = a[keep], b[keep]
     n, m = float(a.sum()), float(b.sum())
-    pooled = (a + b) / (n + m)
-    ea, eb = pooled * n, pooled * m
+    share = (a + b) / (n + m)
+    ea, eb = share * n, share * m
     stat = float(np.sum((a - ea) ** 2 / ea) + np.sum((b - eb) ** 2 / eb))
-    return stat, chi2_sf(stat, int(keep.sum()) - 1)
+    return stat, chi2_sf(stat, len(a) - 1)
+
+
+def pool_sparse_bins(
+    expected: Sequence[float], actual: Sequence[float], min_expected: float = 5.0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Pool the bins expected to hold fewer than ``min_expected`` values into one: (expected, actual).
+
+    "Expected" is the baseline's share of the bin times the smaller of the two totals; the next smallest
+    bins join the pool until it reaches ``min_expected`` too. The choice depends on the baseline and the
+    window's size only, never on the window's counts: pooling the bins whose pooled counts came out small
+    selects the bins where traffic came out low, and made a chi-square check of 50 requests on 10
+    quantile bins alarm 6 % of the time at p < 0.01 (measured; 0.9 % without pooling). A category never
+    seen in training (an empty ``__other__``) is pooled with the rarest ones and still shows there.
+    """
+    a = np.asarray(expected, dtype=np.float64)
+    b = np.asarray(actual, dtype=np.float64)
+    n = float(a.sum())
+    if n <= 0 or min_expected <= 0 or a.size < 2:
+        return a, b
+    small = a / n * min(n, float(b.sum()))
+    order = np.argsort(small, kind="stable")
+    pooled = int(np.sum(small < min_expected))
+    while 0 < pooled < len(order) and float(small[order[:pooled]].sum()) < min_expected:
+        pooled += 1
+    if pooled < 2:
+        return a, b
+    rest, pool = np.sort(order[pooled:]), order[:pooled]
+    return np.append(a[rest], a[pool].sum()), np.append(b[rest], b[pool].sum())
 
 
 def chi2_sf(x: float, dof: int) -> float:
@@ -414,7 +451,7 @@ def _measure(
 ) -> FeatureDrift:
     """One feature's score (psi, js: also its verdict) or raw p-value (ks, chi2: judged after correction)."""
     applied: Method = "chi2" if method == "ks" and summary["kind"] == "categorical" else method
-    expected = baseline_counts(summary, rows)
+    expected: Sequence[float] = baseline_counts(summary, rows)
 
     def unsure(samples: float, why: str) -> FeatureDrift:
         return FeatureDrift(name, "inconclusive", applied, threshold, samples, reason=why)
@@ -436,7 +473,13 @@ def _measure(
     if len(expected) < 2:
         return unsure(samples, "the baseline has a single bin, in which no drift can show")
     if applied in SCORE_METHODS:
-        score = psi(expected, obs.tolist()) if applied == "psi" else js_distance(expected, obs.tolist())
+        # Under no change n * PSI is about chi-square with (bins - 1) degrees of freedom: on the 51 bins
+        # of a 50-category feature PSI averaged 0.82 at 100 requests (0.10 on 10 bins), mostly from rare
+        # categories seen once or not at all. Pooled as chi2 pools them, it averaged 0.04-0.05 at 50 to
+        # 300 requests, so that one threshold means about the same for every feature.
+        e_pooled, o_pooled = pool_sparse_bins(expected, obs.tolist())
+        measure = psi if applied == "psi" else js_distance
+        score = measure(e_pooled.tolist(), o_pooled.tolist())
         failed = score > threshold
         return FeatureDrift(
             name,
