@@ -12,7 +12,7 @@ export KUBECONFIG ?= $(CURDIR)/.kube/config
 demo: cluster-up ## Run the whole loop: local cluster, images, operator installed by Helm, samples applied, a prediction
 	$(PYTHON) cluster/demo.py
 
-test: venv host-deps lint ## Lint, then every test: unit, integration and e2e on a real local Kubernetes (set up by itself)
+test: venv host-deps lint binaries ## Lint, then every test: unit, integration and e2e on a real local Kubernetes (set up by itself)
 	$(VENV)/bin/pytest -ra
 
 ##@ Tests, one layer at a time (make test runs lint and all three)
@@ -22,10 +22,10 @@ test: venv host-deps lint ## Lint, then every test: unit, integration and e2e on
 test-unit: venv ## Unit tests only (tests/unit): no cluster, no host packages
 	$(VENV)/bin/pytest -ra tests/unit
 
-test-integration: venv host-deps ## Integration tests (tests/integration) against a real API server (started if none answers)
+test-integration: venv host-deps binaries ## Integration tests (tests/integration) against a real API server (started if none answers)
 	$(VENV)/bin/pytest -ra tests/integration tests/e2e/test_zz_teardown.py
 
-test-e2e: venv host-deps ## End-to-end tests (tests/e2e) on a real node: images built, operator installed by Helm
+test-e2e: venv host-deps binaries ## End-to-end tests (tests/e2e) on a real node: images built, operator installed by Helm
 	$(VENV)/bin/pytest -ra tests/e2e
 
 ##@ Development
@@ -45,7 +45,9 @@ constraints: ## Re-resolve the newest dependencies and pin them in constraints.t
 	mv constraints.new constraints.txt
 
 ##@ Local cluster
-.PHONY: host-deps cluster-up cluster-up-control-plane cluster-down cluster-status images
+.PHONY: binaries host-deps cluster-up cluster-up-control-plane cluster-down cluster-status images
+binaries: ## Build (once, cached under ~/.cache/kubeloop) the pinned Kubernetes, etcd, Helm and CoreDNS binaries
+	cluster/build-binaries.sh
 host-deps: ## Install the Debian packages the local cluster needs (containerd, runc, CNI plugins, podman, ...)
 	cluster/install-host-deps.sh
 cluster-up: host-deps ## Start the local single-node cluster (idempotent)
