@@ -76,6 +76,17 @@ def test_a_refused_status_is_a_condition_and_others_go_on(
     refusing_policy: None, operator: Any, kubectl: Any, namespace: str
 ) -> None:
     # The policy takes a moment to reach the API server's admission chain: probe it before relying on it.
+    probe = deployment("probe", {"kubeloop-test/refuse-status": "true"})
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(probe))
+
+    def policy_in_force() -> bool:
+        tried = kubectl(
+            "patch", "modeldeployment", "probe", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", '{"status": {"url": "http://probe"}}', "--dry-run=server", check=False,
+        )  # fmt: skip
+        return tried.returncode != 0 and "refuses status.url" in tried.stderr
+
+    wait_for(policy_in_force, 60, "the admission policy to be in force")
     refused, accepted = "refused", "accepted"
     objects = [deployment(refused, {"kubeloop-test/refuse-status": "true"}), deployment(accepted, {})]
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))

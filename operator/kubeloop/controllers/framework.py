@@ -37,7 +37,7 @@ from kubeloop.controllers import metrics
 from kubeloop.controllers.cache import Cache, Needs, register_indexes
 from kubeloop.controllers.conditions import Conditions
 from kubeloop.controllers.errors import Invalid, Waiting
-from kubeloop.controllers.kube import Kube, KubeError, Obj
+from kubeloop.controllers.kube import Kube, KubeError, NotFound, Obj
 
 Key = tuple[str, str, str]  # kind, namespace, name
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -283,6 +283,8 @@ class Operator:
             if patch:
                 self._patch(ctx, patch)
             return True
+        except NotFound:
+            return True  # deleted meanwhile: its DELETED event forgets it
         except (KubeError, ValidationError) as error:
             ctx.logger.warning("the status of %s/%s was refused: %s", ctx.namespace, ctx.name, error)
             ctx.conditions.set(
