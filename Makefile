@@ -66,7 +66,6 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*##/ {printf "  %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ API and operator
-OPERATOR_PKGS := operator/kubeloop/api operator/kubeloop/builders operator/kubeloop/controllers
 HELM ?= $(firstword $(wildcard $(HOME)/.cache/kubeloop/bin/*/helm) helm)
 .PHONY: generate lint manifests helm-lint run-operator
 generate: venv ## Generate crds/ from the API models and copy them into the Helm chart
@@ -78,10 +77,10 @@ manifests: ## Render the plain install YAML (manifests/install.yaml) from the He
 	  $(HELM) template kubeloop helm/kubeloop --namespace kubeloop-system --kube-version 1.34.0 --skip-crds --skip-tests \
 	  | sed '/^# Source:/d'; } > manifests/install.yaml
 
-lint: venv ## Lint: ruff, mypy --strict on the operator, import-layer contracts
+lint: venv ## Lint: ruff, mypy --strict on the whole package (operator and runtime), import-layer contracts
 	$(VENV)/bin/ruff check --no-cache operator tests cluster bench docker
-	$(VENV)/bin/ruff format --no-cache --check $(OPERATOR_PKGS)
-	$(VENV)/bin/mypy --strict $(OPERATOR_PKGS)
+	$(VENV)/bin/ruff format --no-cache --check operator/kubeloop
+	$(VENV)/bin/mypy --strict operator/kubeloop
 	$(VENV)/bin/lint-imports
 
 helm-lint: ## helm lint the chart

@@ -23,13 +23,16 @@ Duration = Annotated[
 ]
 # A resource quantity, as in a container's resources: "500m", "1Gi", 2. The API server checks the string
 # form against Kubernetes' quantity grammar, so "banana" is refused at the door, not by the pod.
-Quantity = Annotated[int, Field(ge=0)] | Annotated[
-    str,
-    Field(
-        max_length=64,
-        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
-    ),
-]
+Quantity = (
+    Annotated[int, Field(ge=0)]
+    | Annotated[
+        str,
+        Field(
+            max_length=64,
+            pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        ),
+    ]
+)
 Sha256 = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$", min_length=64, max_length=64)]
 # A free-form JSON value (estimator hyperparameters): their shape depends on the estimator, which the
 # API server cannot know, so these subtrees keep unknown fields instead of being pruned or rejected.
