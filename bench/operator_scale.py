@@ -124,7 +124,9 @@ def with_status(custom: Any, namespace: str) -> int:
     return done
 
 
-def measure(n: int, window: float, pid: int, custom: Any, core: Any, kubectl: list[str]) -> dict[str, float]:
+def measure(
+    n: int, window: float, pid: int, custom: Any, core: Any, kubectl: list[str], idle_rate: float
+) -> dict[str, float]:
     namespace = f"scale-{n}-{int(time.time())}"
     core.create_namespace({"metadata": {"name": namespace}})
     objects = [m for i in range(n // 4) for m in manifests(i)]
@@ -141,7 +143,17 @@ def measure(n: int, window: float, pid: int, custom: Any, core: Any, kubectl: li
             raise SystemExit(f"N={n}: not every object had a status after 600 s")
         time.sleep(0.5)
     first_status = time.monotonic() - started
-    time.sleep(15)  # let the Jobs' pods and the scheduler settle
+    # Steady state: the cluster has stopped changing the children. The controller-manager works through
+    # hundreds of new Jobs at its client rate limit (20 requests/s by default), and each change of a child
+    # is real work for the operator; idle means after that. Settled: two 10 s samples in a row with the
+    # API server's request rate at most 2/s above the empty cluster's.
+    quiet, settle_started = 0, time.monotonic()
+    while quiet < 2 and time.monotonic() - settle_started < 600:
+        before, at = api_requests(kubectl), time.monotonic()
+        time.sleep(10)
+        rate = (api_requests(kubectl) - before - 1) / (time.monotonic() - at)
+        quiet = quiet + 1 if rate <= idle_rate + 2 else 0
+    settled = time.monotonic() - settle_started
     cpu0, req0, t0 = cpu_seconds(pid), api_requests(kubectl), time.monotonic()
     time.sleep(window)
     cpu1, req1, t1 = cpu_seconds(pid), api_requests(kubectl), time.monotonic()
@@ -150,6 +162,7 @@ def measure(n: int, window: float, pid: int, custom: Any, core: Any, kubectl: li
         "N": n,
         "create_s": round(created, 1),
         "first_status_s": round(first_status, 1),
+        "settle_s": round(settled, 1),
         "cpu_s_per_min": round((cpu1 - cpu0) / minutes, 3),
         # Minus the bench's own /metrics read in the window.
         "api_req_per_s": round((req1 - req0 - 1) / (t1 - t0), 2),
@@ -196,7 +209,8 @@ def main() -> None:
         try:
             time.sleep(10)  # kopf lists every resource and fills its indexes before the first handler runs
             for n in [int(c) for c in args.counts.split(",")]:
-                rows.append(measure(n, args.window, operator.pid, custom, core, kubectl))
+                idle_rate = rows[0]["api_req_per_s"] if rows else 1.0  # N=0 first: the cluster's own rate
+                rows.append(measure(n, args.window, operator.pid, custom, core, kubectl, idle_rate))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             operator.terminate()

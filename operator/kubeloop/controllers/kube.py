@@ -11,6 +11,8 @@ import kubernetes
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "kubeloop"
+# How the API server refuses new objects in a namespace being deleted (cause NamespaceTerminating).
+NAMESPACE_TERMINATING = "because it is being terminated"
 # Resource paths of the child kinds the operator manages.
 PLURALS = {
     "Job": "jobs",
@@ -108,14 +110,14 @@ class Kube:
 
     def create(self, manifest: Obj) -> Obj | None:
         """Create unless it exists (Jobs are immutable: an existing one is never changed). None if it
-        existed."""
+        existed, or if its namespace is being deleted: the owner goes with it, nothing is to be made."""
         meta = manifest["metadata"]
         try:
             return self._call(
                 "POST", path(manifest["apiVersion"], manifest["kind"], meta["namespace"]), body=manifest
             )
         except KubeError as error:
-            if error.status == 409:
+            if error.status == 409 or (error.status == 403 and NAMESPACE_TERMINATING in str(error)):
                 return None
             raise
 
