@@ -223,3 +223,25 @@ def test_a_condition_set_twice_in_one_reconcile_is_one_transition() -> None:
     again.set("Ready", "Unknown", "StatusRejected", "refused again")  # ... refused once more on write
     assert again.transitions == []
     assert again.get("Ready")["lastTransitionTime"] == stored.get("Ready")["lastTransitionTime"]  # type: ignore[index]
+
+
+def test_the_cache_keeps_what_reconciles_read_and_drops_the_rest() -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"job-name": "j"}, "managedFields": [{"manager": "kubelet"}]},
+        "spec": {"containers": [{"name": "train", "env": [{"name": "KUBELOOP_CONFIG", "value": "{}"}]}]},
+        "status": {"containerStatuses": [{"state": {"terminated": {"message": "{}"}}}]},
+    }
+    (kept,) = child_keys("ns", pod).values()
+    assert kept == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"job-name": "j"}},
+        "status": pod["status"],
+    }
+    owner = object_keys(
+        "ns", "t", {"metadata": {"name": "t", "managedFields": []}, "spec": {"a": 1}}, monitor.needs
+    )
+    assert owner[("ns", "object", "t")]["spec"] == {"a": 1}
+    assert "managedFields" not in owner[("ns", "object", "t")]["metadata"]

@@ -38,6 +38,8 @@ CHILDREN = (
     ("", "v1", "pods", "Pod"),
 )
 
+CHILD_KINDS = frozenset(kind for _, _, _, kind in CHILDREN)
+
 
 def object_index_id(kind: str) -> str:
     return f"index_{kind.lower()}"
@@ -47,8 +49,29 @@ def child_index_id(kind: str) -> str:
     return f"index_child_{kind.lower()}"
 
 
+def _meta(body: Obj) -> Obj:
+    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+
+
+def slim(body: Obj) -> Obj:
+    """What the reconciles read of an object, without what they never read: managedFields (often half of
+    an object) and, for children, the pod template and spec. Memory grows with every object cached."""
+    kind = body.get("kind")
+    kept: Obj = {"apiVersion": body.get("apiVersion"), "kind": kind, "metadata": _meta(body)}
+    if kind == "Deployment":
+        spec = body.get("spec") or {}
+        template = (spec.get("template") or {}).get("metadata") or {}
+        kept["spec"] = {"replicas": spec.get("replicas"), "template": {"metadata": template}}
+    elif kind not in CHILD_KINDS:
+        kept["spec"] = body.get("spec")
+    if "status" in body:
+        kept["status"] = body["status"]
+    return kept
+
+
 def object_keys(namespace: str, name: str, body: Obj, needs: Needs) -> dict[tuple[str, ...], Any]:
     """The index entries of one of our objects. Pure."""
+    body = slim(body)
     keys: dict[tuple[str, ...], Any] = {
         (namespace, "object", name): body,
         (namespace, "label", label_value(name)): name,
@@ -61,6 +84,7 @@ def object_keys(namespace: str, name: str, body: Obj, needs: Needs) -> dict[tupl
 
 def child_keys(namespace: str, body: Obj) -> dict[tuple[str, ...], Any]:
     """The index entries of one child: under each parent label, and a pod under its Job. Pure."""
+    body = slim(body)
     labels: Mapping[str, str] = body.get("metadata", {}).get("labels") or {}
     keys: dict[tuple[str, ...], Any] = {
         (namespace, key, value): body
