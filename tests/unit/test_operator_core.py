@@ -245,3 +245,12 @@ def test_the_cache_keeps_what_reconciles_read_and_drops_the_rest() -> None:
     )
     assert owner[("ns", "object", "t")]["spec"] == {"a": 1}
     assert "managedFields" not in owner[("ns", "object", "t")]["metadata"]
+
+
+def test_status_holds_artifact_uris_of_long_names() -> None:
+    """A 230-character Dataset's snapshot URI is longer than a name (seen: the status was refused)."""
+    from kubeloop.api import DATASET
+
+    uri = f"file:///var/lib/kubeloop/store/datasets/ns/{LONG}/{SHA}/data.parquet"
+    model = status_model(DATASET, {}, {"artifactURI": uri, "history": [{"version": "v", "artifactURI": uri}]})
+    assert model.model_dump(by_alias=True)["artifactURI"] == uri

@@ -17,6 +17,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Bounded strings and lists keep the CEL cost estimate of the API server below its limits.
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=253)]
+# An artifact's URI in status: the store prefix, namespace and object name (up to 253 characters each) and
+# a content hash, so longer than a name.
+ArtifactURI = Annotated[str, Field(min_length=1, max_length=2048)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
 Duration = Annotated[
     str, Field(max_length=32, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$", examples=["30s", "5m", "1h30m"])

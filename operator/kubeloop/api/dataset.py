@@ -8,6 +8,7 @@ from pydantic import Field
 
 from kubeloop.api.common import (
     AGE,
+    ArtifactURI,
     ColumnName,
     Conditions,
     Duration,
@@ -224,7 +225,7 @@ class DatasetVersion(KubeloopModel):
     """version is the first 16 hex characters of the content hash."""
     rows: Annotated[int, Field(ge=0)]
     """rows in this version."""
-    artifact_uri: ShortText = Field(alias="artifactURI")
+    artifact_uri: ArtifactURI = Field(alias="artifactURI")
     """artifactURI of the snapshot in the artifact store."""
     ingested_at: ShortText
     """ingestedAt is when the version was first written."""
@@ -261,7 +262,7 @@ class DatasetStatus(KubeloopModel):
     """rows in the current snapshot."""
     columns: Annotated[int, Field(ge=0)] | None = None
     """columns in the current snapshot."""
-    artifact_uri: ShortText | None = Field(default=None, alias="artifactURI")
+    artifact_uri: ArtifactURI | None = Field(default=None, alias="artifactURI")
     """artifactURI of the current snapshot."""
     statistics: Annotated[dict[str, FeatureSummary], Field(max_length=500)] | None = None
     """statistics summarises each column of the current snapshot."""

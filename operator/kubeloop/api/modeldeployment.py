@@ -8,6 +8,7 @@ from pydantic import Field
 
 from kubeloop.api.common import (
     AGE,
+    ArtifactURI,
     Conditions,
     Duration,
     Kind,
@@ -158,7 +159,7 @@ class ModelDeploymentSpec(KubeloopModel):
 class ServedModel(KubeloopModel):
     """The model the ready pods loaded and self-tested."""
 
-    uri: ShortText
+    uri: ArtifactURI
     """uri of the model."""
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """sha256 of model.onnx."""

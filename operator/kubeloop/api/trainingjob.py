@@ -8,6 +8,7 @@ from pydantic import Field
 
 from kubeloop.api.common import (
     AGE,
+    ArtifactURI,
     ColumnName,
     Conditions,
     FreeForm,
@@ -227,7 +228,7 @@ class InputColumn(KubeloopModel):
 class TrainedModel(KubeloopModel):
     """The model a run produced, and where it came from."""
 
-    uri: ShortText
+    uri: ArtifactURI
     """uri of the model directory in the artifact store."""
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """sha256 of model.onnx."""
@@ -269,7 +270,7 @@ class DatasetUsed(KubeloopModel):
     """name of the Dataset."""
     version: ShortText
     """version of the Dataset."""
-    artifact_uri: ShortText = Field(alias="artifactURI")
+    artifact_uri: ArtifactURI = Field(alias="artifactURI")
     """artifactURI of the snapshot."""
 
 
