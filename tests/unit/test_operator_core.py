@@ -252,5 +252,9 @@ def test_status_holds_artifact_uris_of_long_names() -> None:
     from kubeloop.api import DATASET
 
     uri = f"file:///var/lib/kubeloop/store/datasets/ns/{LONG}/{SHA}/data.parquet"
-    model = status_model(DATASET, {}, {"artifactURI": uri, "history": [{"version": "v", "artifactURI": uri}]})
+    model = status_model(
+        DATASET,
+        {},
+        {"artifactURI": uri, "history": [{"version": "v", "rows": 1, "artifactURI": uri, "ingestedAt": "t"}]},
+    )
     assert model.model_dump(by_alias=True)["artifactURI"] == uri
