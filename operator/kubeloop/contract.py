@@ -46,6 +46,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "kubeloop"
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
 LABEL_TRIAL = "kubeloop.io/trial"
+# A server pod's track: "stable" (the Deployment named like its ModelDeployment, the HPA's target) or
+# "canary" (the second Deployment of a canary rollout). The Service selects both.
+LABEL_TRACK = "kubeloop.io/track"
 # Set by the Job controller on the pods of a Job.
 LABEL_JOB_NAME = "job-name"
 

@@ -11,7 +11,14 @@ from kubeloop.api.dataset import DatasetSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
-from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, MODEL_DIR, autoscaler, deployment, service
+from kubeloop.builders.serving import (
+    MODEL_DIGEST_ANNOTATION,
+    MODEL_DIR,
+    autoscaler,
+    deployment,
+    disruption_budget,
+    service,
+)
 from kubeloop.builders.settings import Settings, SettingsError
 from kubeloop.builders.training import gate_config, training_job, trial_job_name
 from kubeloop.contract import child_name
@@ -206,8 +213,34 @@ def test_serving(extra: dict[str, Any], replicas: int | None, strategy: str, hpa
     assert model_mounts == {"model": True}
     assert [m["readOnly"] for m in fetch["volumeMounts"] if m["name"] == "model"] == [False]
     svc = service(name="iris", namespace="ml")
-    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # The Service selects stable and canary pods; the Deployment (and so the HPA) the stable ones alone.
+    assert svc["spec"]["selector"].items() < dep["spec"]["selector"]["matchLabels"].items()
+    assert dep["spec"]["selector"]["matchLabels"]["kubeloop.io/track"] == "stable"
     assert (autoscaler(name="iris", namespace="ml", spec=spec) is not None) == hpa
+
+
+def test_a_canary_deployment_is_selected_by_the_service_not_by_the_stable_deployment() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "s3://b/models/x", "sha256": SHA}, "replicas": 3}
+    )
+    args = {"name": "iris", "namespace": "ml", "spec": spec, "uri": "s3://b/models/x", "settings": SETTINGS}
+    stable = deployment(**args, sha256=SHA)
+    canary = deployment(**args, sha256="c" * 64, track="canary", replicas=1)
+    svc = service(name="iris", namespace="ml")
+    canary_labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert canary["metadata"]["name"] == "iris-canary" and canary["spec"]["replicas"] == 1
+    assert svc["spec"]["selector"].items() <= canary_labels.items()
+    assert not stable["spec"]["selector"]["matchLabels"].items() <= canary_labels.items()
+    hpa_spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": "s3://b/models/x", "sha256": SHA}, "autoscaling": {"maxReplicas": 4}}
+    )
+    hpa = autoscaler(name="iris", namespace="ml", spec=hpa_spec)
+    assert hpa is not None and hpa["spec"]["scaleTargetRef"]["name"] == stable["metadata"]["name"]
+    budget = disruption_budget(name="iris", namespace="ml", spec=spec)
+    assert budget is not None and budget["spec"]["selector"] == stable["spec"]["selector"]
+    assert (
+        disruption_budget(name="iris", namespace="ml", spec=spec.model_copy(update={"replicas": 1})) is None
+    )
 
 
 def test_child_names_are_deterministic_and_short() -> None:

@@ -70,6 +70,13 @@ class Reason(StrEnum):
     ROLLOUT_COMPLETE = "RolloutComplete"
     ROLLOUT_STUCK = "RolloutStuck"
     HEALTHY = "Healthy"
+    SCALED_TO_ZERO = "ScaledToZero"
+    WAITING_FOR_ENDPOINTS = "WaitingForEndpoints"
+    CANARY_PROGRESSING = "CanaryProgressing"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    MODEL_REJECTED = "ModelRejected"
     # Monitor.
     WAITING_FOR_MODEL_DEPLOYMENT = "WaitingForModelDeployment"
     WATCHING = "Watching"
@@ -106,6 +113,13 @@ REASONS: dict[Reason, str] = {
     Reason.ROLLOUT_COMPLETE: "the rollout finished",
     Reason.ROLLOUT_STUCK: "the Deployment exceeded its progress deadline",
     Reason.HEALTHY: "no pod reports a problem",
+    Reason.SCALED_TO_ZERO: "replicas is 0: nothing serves, by request",
+    Reason.WAITING_FOR_ENDPOINTS: "the pods are ready, the Service's EndpointSlices do not list them yet",
+    Reason.CANARY_PROGRESSING: "a canary of the new model runs beside the stable one and is analysed",
+    Reason.PROMOTING: "the canary passed; the stable Deployment takes its model",
+    Reason.PROMOTED: "the canary's model is now the stable one",
+    Reason.ROLLED_BACK: "the canary failed a check, was aborted or missed its deadline; the stable serves",
+    Reason.MODEL_REJECTED: "the wanted model was rolled back under this generation; change the spec to retry",
     Reason.WAITING_FOR_MODEL_DEPLOYMENT: "the ModelDeployment does not exist yet",
     Reason.WATCHING: "the ModelDeployment exists",
     Reason.NOT_CHECKED: "no check has run yet",

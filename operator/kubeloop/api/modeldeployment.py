@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from kubeloop.api.common import (
     AGE,
@@ -68,22 +68,43 @@ class CanaryStep(KubeloopModel):
     """One step of a canary rollout."""
 
     weight: Annotated[int, Field(ge=1, le=100)]
-    """weight is the percentage of replicas that run the new model during this step."""
+    """weight is the canary's share of the server pods in percent during this step: the canary Deployment
+    gets round(stable * weight / (100 - weight)) replicas, at least one, next to the unchanged stable
+    Deployment behind the one Service (status.canary.observedWeight is the share of requests it actually
+    got). Weight 100 promotes."""
     pause: Duration = "1m"
-    """pause is how long the step lasts before analysis decides to go on."""
+    """pause is how long the step's analysis window lasts, from the moment every canary pod is ready."""
 
 
 class Analysis(KubeloopModel):
-    """Limits a canary must stay within to be promoted; it is rolled back otherwise."""
+    """Checks of each canary step, over the same window for canary and stable, from the servers' own
+    counters. Each check ends pass, fail or inconclusive; a failed check rolls back, an inconclusive one
+    (too few requests) holds the step until rollout.progressDeadline. Only the checks whose limit is set
+    run."""
+
+    model_config = cel(
+        (
+            "has(self.maxErrorRate) || has(self.maxP99LatencyMs) || has(self.maxDrift)"
+            " || has(self.maxPredictionDistance)",
+            "analysis needs at least one of maxErrorRate, maxP99LatencyMs, maxDrift, maxPredictionDistance",
+        ),
+    )
 
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
-    """maxErrorRate is the largest share of failed requests."""
+    """maxErrorRate is the largest share of 5xx answers; the check fails only when the canary's share is
+    above it and significantly above the stable's (one-sided Fisher test, p < 0.05)."""
     max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = Field(default=None, alias="maxP99LatencyMs")
-    """maxP99LatencyMs is the largest 99th percentile of request latency, in milliseconds."""
-    max_drift: Annotated[float, Field(ge=0)] | None = None
-    """maxDrift is the largest drift score of any feature."""
+    """maxP99LatencyMs is the largest 99th percentile of the canary's request latency, in milliseconds, from
+    the histogram buckets."""
+    max_drift: Annotated[float, Field(gt=0)] | None = None
+    """maxDrift is the largest PSI of any input feature of the canary's traffic against the canary model's
+    training baseline."""
     max_prediction_distance: Annotated[float, Field(ge=0, le=1)] | None = None
-    """maxPredictionDistance is the largest distance between canary and stable prediction distributions."""
+    """maxPredictionDistance is the largest Jensen-Shannon distance (base 2, 0 to 1) between the canary's
+    and the stable's prediction distributions (classes, or the regression histogram)."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """minRequests is the fewest requests each side must serve in the window before a check decides;
+    fewer is inconclusive."""
 
 
 class Rollout(KubeloopModel):
@@ -100,12 +121,19 @@ class Rollout(KubeloopModel):
     )
 
     strategy: Literal["Recreate", "Rolling", "Canary"] = "Rolling"
-    """strategy: Recreate stops the old pods first, Rolling replaces them gradually, Canary shifts weight
-    step by step."""
+    """strategy: Recreate stops the old pods first, Rolling replaces them gradually, Canary runs the new
+    model in a second Deployment beside the stable one and promotes or rolls back on analysis. The first
+    model of a ModelDeployment has nothing to compare with and rolls out as Rolling."""
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=10)] | None = None
     """steps of a canary rollout, weights ascending and at most 100."""
     analysis: Analysis | None = None
-    """analysis limits checked at each canary step."""
+    """analysis checked at the end of each canary step; without it a step advances after its pause."""
+    progress_deadline: Duration = "10m"
+    """progressDeadline is how long a step may wait, after its pause, for its canary pods to be ready and
+    its analysis to be conclusive; then onDeadline decides."""
+    on_deadline: Literal["Rollback", "Promote"] = "Rollback"
+    """onDeadline: what an inconclusive step does at its deadline. Rollback (the default) never promotes a
+    model on no evidence."""
 
 
 class Batch(KubeloopModel):
@@ -115,6 +143,10 @@ class Batch(KubeloopModel):
     """datasetRef is the Dataset to score."""
     schedule: Annotated[str, Field(min_length=9, max_length=128)]
     """schedule in cron format, e.g. "0 3 * * *"."""
+
+
+# Refused until batch scoring exists: a field the operator does not honour must not be accepted.
+BATCH_NOT_BUILT: dict[str, JsonValue] = {"rule": "false", "message": "batch scoring is not available yet; remove spec.batch"}
 
 
 class Auth(KubeloopModel):
@@ -150,8 +182,10 @@ class ModelDeploymentSpec(KubeloopModel):
     """rollout says how a new model replaces the old one."""
     resources: ResourceRequirements | None = None
     """resources of each server pod."""
-    batch: Batch | None = None
-    """batch scores a Dataset on a schedule."""
+    batch: Batch | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-validations": [BATCH_NOT_BUILT]}
+    )
+    """batch scores a Dataset on a schedule. Not built yet: the API server refuses it."""
     auth: Auth | None = None
     """auth requires bearer tokens on the inference API."""
 
@@ -167,17 +201,88 @@ class ServedModel(KubeloopModel):
     """trainingJob that produced the model."""
 
 
+Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+Verdict = Literal["pass", "fail", "inconclusive"]
+Message = Annotated[str, Field(max_length=1024)]
+
+
+class Check(KubeloopModel):
+    """One analysis check over the step's window."""
+
+    name: Literal["errorRate", "latencyP99", "predictionDistance", "inputDrift"]
+    """name of the check."""
+    verdict: Verdict
+    """verdict: pass, fail, or inconclusive (too little evidence yet)."""
+    value: float | None = None
+    """value measured (error share, p99 in ms, distance, worst PSI)."""
+    threshold: float
+    """threshold from the analysis."""
+    samples: Annotated[float, Field(ge=0)]
+    """samples (requests or input values) the verdict rests on."""
+    message: Message
+    """message says why, with the numbers."""
+
+
 class CanaryStatus(KubeloopModel):
     """Where a canary rollout stands."""
 
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """sha256 of the canary model."""
-    weight: Annotated[int, Field(ge=0, le=100)]
-    """weight is the percentage of replicas running the canary."""
+    uri: ArtifactURI
+    """uri of the canary model."""
+    training_job: Name | None = None
+    """trainingJob that produced the canary model."""
+    phase: Literal["Starting", "Analysing", "Promoting"]
+    """phase: Starting (canary pods becoming ready), Analysing (the step's window runs), Promoting (the
+    stable Deployment takes the canary model; the canary pods serve until it is ready)."""
     step: Annotated[int, Field(ge=0)]
     """step is the index of the current step."""
-    verdicts: Annotated[dict[str, ShortText], Field(max_length=20)] | None = None
-    """verdicts of the analysis, per check."""
+    weight: Annotated[int, Field(ge=0, le=100)]
+    """weight is the step's configured weight in percent."""
+    replicas: Annotated[int, Field(ge=0)]
+    """replicas of the canary Deployment in this step."""
+    observed_weight: Annotated[float, Field(ge=0, le=100)] | None = None
+    """observedWeight is the canary's share of the requests in the window, in percent (kube-proxy balances
+    connections, not requests, so it can differ from weight)."""
+    step_start_time: Timestamp
+    """stepStartTime is when the step began."""
+    window_start_time: Timestamp | None = None
+    """windowStartTime is when the analysis window began (every canary pod ready; again after an operator
+    restart, since the window's counters live in the operator's memory)."""
+    checks: Annotated[list[Check], Field(max_length=4)] | None = None
+    """checks of the analysis over the window so far."""
+    message: Message | None = None
+    """message: what the rollout waits for."""
+
+
+class RejectedModel(KubeloopModel):
+    """A model a canary rolled back; not tried again until the spec changes."""
+
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    """sha256 of the rejected model."""
+    generation: Annotated[int, Field(ge=0)]
+    """generation of the spec it was rejected under."""
+    reason: Annotated[str, Field(max_length=64)]
+    """reason: the failed check, Aborted, or DeadlineExceeded."""
+    message: Message
+    """message: why."""
+    time: Timestamp
+    """time of the rollback."""
+
+
+class RolloutResult(KubeloopModel):
+    """How the last canary rollout ended."""
+
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    """sha256 of the canary model."""
+    result: Literal["Promoted", "RolledBack"]
+    """result of the rollout."""
+    reason: Annotated[str, Field(max_length=64)]
+    """reason: AnalysisPassed, Promoted by hand, the failed check, ..."""
+    message: Message
+    """message: the decision, with the numbers."""
+    time: Timestamp
+    """time it ended."""
 
 
 class ModelDeploymentStatus(KubeloopModel):
@@ -200,6 +305,10 @@ class ModelDeploymentStatus(KubeloopModel):
     """readyReplicas serving the wanted model."""
     canary: CanaryStatus | None = None
     """canary is the rollout in progress, if any."""
+    last_rollout: RolloutResult | None = None
+    """lastRollout is how the last canary rollout ended."""
+    rejected: Annotated[list[RejectedModel], Field(max_length=10)] | None = None
+    """rejected models of this generation (the newest ten), which are not rolled out again."""
 
 
 MODEL_DEPLOYMENT = Kind(
@@ -216,6 +325,13 @@ MODEL_DEPLOYMENT = Kind(
         Reason.ROLLOUT_COMPLETE,
         Reason.ROLLOUT_STUCK,
         Reason.HEALTHY,
+        Reason.SCALED_TO_ZERO,
+        Reason.WAITING_FOR_ENDPOINTS,
+        Reason.CANARY_PROGRESSING,
+        Reason.PROMOTING,
+        Reason.PROMOTED,
+        Reason.ROLLED_BACK,
+        Reason.MODEL_REJECTED,
         Reason.INVALID_SPEC,
         Reason.RECONCILE_ERROR,
         Reason.STATUS_REJECTED,

@@ -13,7 +13,7 @@ from kubeloop.builders.common import (
     store_env_from,
 )
 from kubeloop.builders.settings import Settings
-from kubeloop.contract import LABEL_COMPONENT, child_labels, owner_selector
+from kubeloop.contract import LABEL_COMPONENT, LABEL_TRACK, child_labels, owner_selector
 
 PORT = 8080
 MODEL_DIR = "/var/run/kubeloop/model"
@@ -32,9 +32,22 @@ TERMINATION_GRACE_SECONDS = DRAIN_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
 FETCH_RESOURCES: Manifest = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 
 
+STABLE, CANARY = "stable", "canary"
+
+
 def selector(name: str) -> dict[str, str]:
-    """The server pods of one ModelDeployment (the Service's and the Deployment's selector)."""
+    """The server pods of one ModelDeployment, stable and canary (the Service's selector)."""
     return {LABEL_COMPONENT: "server", **owner_selector("ModelDeployment", name)}
+
+
+def track_selector(name: str, track: str) -> dict[str, str]:
+    """The pods of one track (a Deployment's selector): the HPA scales the stable pods alone."""
+    return {**selector(name), LABEL_TRACK: track}
+
+
+def deployment_name(name: str, track: str) -> str:
+    """The stable Deployment keeps the ModelDeployment's name (<= 52 characters); the canary's adds 7."""
+    return name if track == STABLE else f"{name}-canary"
 
 
 def service_url(name: str, namespace: str) -> str:
@@ -58,12 +71,22 @@ def serve_args(name: str, sha256: str, spec: ModelDeploymentSpec) -> list[str]:
 
 
 def deployment(
-    *, name: str, namespace: str, spec: ModelDeploymentSpec, uri: str, sha256: str, settings: Settings
+    *,
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    uri: str,
+    sha256: str,
+    settings: Settings,
+    track: str = STABLE,
+    replicas: int | None = None,
 ) -> Manifest:
-    """The server pods: `fetch` pulls and verifies the model into an emptyDir, then `serve` serves it.
+    """The server pods of one track: `fetch` pulls and verifies the model into an emptyDir, then `serve`
+    serves it.
 
     The model digest is a pod-template annotation, so a new model rolls out as a new ReplicaSet and the
-    operator can tell which pods run which model.
+    operator can tell which pods run which model. ``replicas`` is the canary's count; the stable count is
+    the spec's, or the HPA's (left out of the manifest, so the two never fight).
     """
     mounts = Mounts()
     mounts.store(settings.store_uri, read_only=True)
@@ -110,13 +133,13 @@ def deployment(
         if strategy == "Recreate"
         else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     )
-    pod_labels = {**child_labels("ModelDeployment", name, "server"), **selector(name)}
+    pod_labels = {**child_labels("ModelDeployment", name, "server"), **track_selector(name, track)}
     manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": pod_labels},
+        "metadata": {"name": deployment_name(name, track), "namespace": namespace, "labels": pod_labels},
         "spec": {
-            "selector": {"matchLabels": selector(name)},
+            "selector": {"matchLabels": track_selector(name, track)},
             "strategy": deployment_strategy,
             "template": {
                 "metadata": {
@@ -140,10 +163,43 @@ def deployment(
             },
         },
     }
-    if spec.autoscaling is None:
+    if track == CANARY:
+        manifest["spec"]["replicas"] = replicas if replicas is not None else 1
+    elif spec.autoscaling is None:
         # With autoscaling the HPA owns the replica count; setting it here would fight it.
-        manifest["spec"]["replicas"] = 1 if spec.replicas is None else spec.replicas
+        manifest["spec"]["replicas"] = stable_replicas(spec)
     return manifest
+
+
+def stable_replicas(spec: ModelDeploymentSpec) -> int:
+    """The stable replicas the spec asks for (autoscaling: its minimum, until the HPA says otherwise)."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.min_replicas
+    return 1 if spec.replicas is None else spec.replicas
+
+
+def canary_replicas(stable: int, weight: int) -> int:
+    """Canary pods for a weight, next to ``stable`` unchanged pods: the share stable * w / (100 - w) gives,
+    rounded, never 0 (a canary without pods gets no traffic), at most 9 times stable (weight 90)."""
+    base = max(stable, 1)
+    wanted = round(base * weight / (100 - weight)) if weight < 100 else 9 * base
+    return max(1, min(wanted, 9 * base, 100))
+
+
+def disruption_budget(*, name: str, namespace: str, spec: ModelDeploymentSpec) -> Manifest | None:
+    """With two or more stable replicas, a voluntary eviction (a node drain) takes at most one at a time."""
+    if stable_replicas(spec) < 2 and (spec.autoscaling is None or spec.autoscaling.max_replicas < 2):
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": child_labels("ModelDeployment", name, "server"),
+        },
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": track_selector(name, STABLE)}},
+    }
 
 
 def service(*, name: str, namespace: str) -> Manifest:

@@ -22,7 +22,7 @@ from typing import Any, cast
 import kopf
 
 from kubeloop.api import GROUP, VERSION, Kind
-from kubeloop.contract import LABEL_JOB_NAME, LABEL_TRIAL, MANAGED, label_value, owner_label
+from kubeloop.contract import LABEL_JOB_NAME, LABEL_TRACK, LABEL_TRIAL, MANAGED, label_value, owner_label
 
 Obj = dict[str, Any]
 # The dependencies an object's spec names: (kind, name), name "*" for any object of the kind.
@@ -35,6 +35,8 @@ CHILDREN = (
     ("apps", "v1", "deployments", "Deployment"),
     ("", "v1", "services", "Service"),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     ("", "v1", "pods", "Pod"),
 )
 
@@ -89,7 +91,7 @@ def child_keys(namespace: str, body: Obj) -> dict[tuple[str, ...], Any]:
     keys: dict[tuple[str, ...], Any] = {
         (namespace, key, value): body
         for key, value in labels.items()
-        if key.startswith(f"{GROUP}/") and key != LABEL_TRIAL
+        if key.startswith(f"{GROUP}/") and key not in (LABEL_TRIAL, LABEL_TRACK)
     }
     if body.get("kind") == "Pod" and LABEL_JOB_NAME in labels:
         keys[(namespace, LABEL_JOB_NAME, labels[LABEL_JOB_NAME])] = body

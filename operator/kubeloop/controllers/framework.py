@@ -58,6 +58,9 @@ class Context:
     conditions: Conditions = field(init=False)
     # Seconds until the object needs reconciling again although nothing changed (None: only on events).
     requeue: float | None = field(default=None, init=False)
+    # What the object's reconciles keep between runs in this process (a canary's counters): lost on a
+    # restart, forgotten when the object is deleted.
+    memory: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.conditions = Conditions(self.status.get("conditions"), self.generation)
@@ -193,6 +196,7 @@ class Operator:
         # (a child's event) must not decide on the older status in the index.
         self._written: dict[str, Obj] = {}
         self._failures: dict[Key, int] = {}
+        self.memory: dict[str, dict[str, Any]] = {}  # Context.memory, per uid
 
     def lock(self, uid: str) -> threading.Lock:
         with self._locks_guard:
@@ -213,6 +217,7 @@ class Operator:
         self._failures.pop(key, None)
         if uid:
             self._written.pop(uid, None)
+            self.memory.pop(uid, None)
             with self._locks_guard:
                 self._locks.pop(uid, None)
 
@@ -329,7 +334,8 @@ def reconcile(op: Operator, kind: str, body: Obj, logger: Logger) -> None:
     with op.lock(body["metadata"]["uid"]):
         fresh = op.freshest(body)
         controller = CONTROLLERS[kind]
-        ctx = Context(fresh, controller.kind, op.cache, op.kube, op.settings, logger)
+        memory = op.memory.setdefault(body["metadata"]["uid"], {})
+        ctx = Context(fresh, controller.kind, op.cache, op.kube, op.settings, logger, memory=memory)
         op.run(ctx)
     metrics.DURATION.labels(kind).observe(time.monotonic() - started)
 

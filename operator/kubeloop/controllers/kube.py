@@ -20,6 +20,8 @@ PLURALS = {
     "Service": "services",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Pod": "pods",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "EndpointSlice": "endpointslices",
     "Dataset": "datasets",
     "TrainingJob": "trainingjobs",
     "ModelDeployment": "modeldeployments",

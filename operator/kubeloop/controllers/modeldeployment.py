@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kubeloop import analysis
 from kubeloop.api import MODEL_DEPLOYMENT
 from kubeloop.api.conditions import ConditionType, Reason
-from kubeloop.api.modeldeployment import ModelDeploymentSpec
+from kubeloop.api.modeldeployment import ModelDeploymentSpec, Rollout
 from kubeloop.builders.serving import (
+    CANARY,
     MODEL_DIGEST_ANNOTATION,
+    STABLE,
     autoscaler,
+    canary_replicas,
     deployment,
+    deployment_name,
+    disruption_budget,
     service,
     service_url,
+    stable_replicas,
 )
+from kubeloop.contract import LABEL_TRACK
+from kubeloop.controllers import canary
 from kubeloop.controllers.cache import ANY
+from kubeloop.controllers.conditions import Status
 from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
 from kubeloop.controllers.jobs import parse_result, reason_word
 from kubeloop.controllers.kube import Obj
 
 Model = dict[str, Any]
+Progress = tuple[Status, Reason, str]  # the Progressing condition: status, reason, message
 # On each child: a hash of the manifest last applied, so an unchanged child is not applied again.
 APPLIED_ANNOTATION = "kubeloop.io/applied"
 
@@ -160,43 +172,66 @@ def reconcile(ctx: Context) -> BaseModel:
     except ValidationError as error:
         raise Invalid(Reason.INVALID_SPEC, f"the spec does not match the API: {error}") from None
     status = ctx.status
-    model, reason, message = resolve_model(
+    wanted, reason, message = resolve_model(
         ctx.namespace, spec, ctx.cache.in_namespace("TrainingJob", ctx.namespace)
     )
-    if model is None:
-        serving = status.get("model")
+    serving: Model | None = status.get("model")
+    if wanted is None:
         ctx.conditions.set(ConditionType.PROGRESSING, "False", reason, message)
         if serving is None:
             raise Waiting(reason, message)
-        model = serving  # keep serving what is loaded while the new model is not ready
+        wanted = serving  # keep serving what is loaded while the new model is not ready
 
-    args = {"name": ctx.name, "namespace": ctx.namespace}
-    live = applied(
-        ctx, deployment(**args, spec=spec, uri=model["uri"], sha256=model["sha256"], settings=ctx.settings)
+    fields: Obj = {}
+    progressing: Progress | None = None
+    rollout = spec.rollout
+    canary_wanted = (
+        rollout is not None
+        and rollout.strategy == "Canary"
+        and serving is not None
+        and serving["sha256"] != wanted["sha256"]
     )
-    applied(ctx, service(**args))
-    hpa = autoscaler(**args, spec=spec)
+    if canary_wanted:
+        assert rollout is not None and serving is not None
+        stable_model, progressing = canary_step(ctx, spec, rollout, serving, wanted, fields)
+    else:
+        stable_model = wanted
+        if status.get("canary"):
+            ctx.event("Normal", "CanaryCancelled", "the spec no longer asks for the canary's model")
+            fields["canary"] = None
+        delete_canary(ctx)
+
+    live = apply_stable(ctx, spec, stable_model)
+    applied(ctx, service(name=ctx.name, namespace=ctx.namespace))
+    hpa = autoscaler(name=ctx.name, namespace=ctx.namespace, spec=spec)
     if hpa is not None:
         applied(ctx, hpa)
     elif ctx.cache.child("HorizontalPodAutoscaler", "ModelDeployment", ctx.namespace, ctx.name, ctx.name):
         ctx.kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ctx.namespace, ctx.name)
+    budget = disruption_budget(name=ctx.name, namespace=ctx.namespace, spec=spec)
+    if budget is not None:
+        applied(ctx, budget)
+    elif ctx.cache.child("PodDisruptionBudget", "ModelDeployment", ctx.namespace, ctx.name, ctx.name):
+        ctx.kube.delete("policy/v1", "PodDisruptionBudget", ctx.namespace, ctx.name)
 
-    ready, degraded, ready_replicas, summary = rollout_state(live, model["sha256"])
-    fields: Obj = {
-        "url": service_url(ctx.name, ctx.namespace),
-        "wantedSha256": model["sha256"],
-        "replicas": int(live.get("spec", {}).get("replicas", 1)),
-        "readyReplicas": ready_replicas,
-    }
+    ready, degraded, ready_replicas, summary = rollout_state(live, stable_model["sha256"])
+    wanted_replicas = int(live.get("spec", {}).get("replicas", 1))
+    fields.update(
+        url=service_url(ctx.name, ctx.namespace),
+        wantedSha256=wanted["sha256"],
+        replicas=wanted_replicas,
+        readyReplicas=ready_replicas,
+    )
     pods = ctx.cache.children("Pod", "ModelDeployment", ctx.namespace, ctx.name)
-    failure = None if ready else load_failure(pods, model["sha256"])
+    stable_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_TRACK) == STABLE]
+    failure = None if ready else load_failure(stable_pods, stable_model["sha256"])
     if failure is not None:
         failed_reason, detail = failure
         ctx.conditions.set(
             ConditionType.DEGRADED,
             "True",
             failed_reason,
-            f"model {model['sha256'][:12]} cannot be served: {detail}",
+            f"model {stable_model['sha256'][:12]} cannot be served: {detail}",
         )
     else:
         ctx.conditions.set(
@@ -205,8 +240,22 @@ def reconcile(ctx: Context) -> BaseModel:
             Reason.ROLLOUT_STUCK if degraded else Reason.HEALTHY,
             summary,
         )
-    if ready:
-        fields["model"] = {k: v for k, v in model.items() if v is not None}
+    listed = listed_endpoints(ctx, stable_pods, stable_model["sha256"])
+    if wanted_replicas == 0:
+        ctx.conditions.set(
+            ConditionType.READY, "False", Reason.SCALED_TO_ZERO, "replicas is 0: no pod serves the model"
+        )
+        ctx.conditions.set(ConditionType.PROGRESSING, "False", Reason.SCALED_TO_ZERO, "replicas is 0")
+    elif ready and listed < min(wanted_replicas, ready_replicas):
+        ctx.conditions.set(
+            ConditionType.READY,
+            "False",
+            Reason.WAITING_FOR_ENDPOINTS,
+            f"{summary}; the Service's EndpointSlices list {listed} of them as ready",
+        )
+        ctx.conditions.set(ConditionType.PROGRESSING, "True", Reason.ROLLING_OUT, summary)
+    elif ready:
+        fields["model"] = {k: v for k, v in stable_model.items() if v is not None}
         ctx.conditions.set(ConditionType.READY, "True", Reason.MODEL_SERVING, summary)
         ctx.conditions.set(ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, summary)
     elif failure is not None:
@@ -219,7 +268,261 @@ def reconcile(ctx: Context) -> BaseModel:
             f"{summary}: waiting for the pods to load and self-test it",
         )
         ctx.conditions.set(ConditionType.PROGRESSING, "True", Reason.ROLLING_OUT, summary)
+    if progressing is not None:
+        ctx.conditions.set(ConditionType.PROGRESSING, *progressing)
+        finish_promotion(ctx, stable_model, ready and listed >= min(wanted_replicas, ready_replicas), fields)
     return ctx.updated(fields)
+
+
+def listed_endpoints(ctx: Context, pods: list[Obj], sha256: str) -> int:
+    """Ready endpoints in the Service's EndpointSlices that are pods of this model: until kube-proxy
+    has them, a request right after Ready could meet no backend."""
+    names = {
+        p["metadata"]["name"]
+        for p in pods
+        if (p["metadata"].get("annotations") or {}).get(MODEL_DIGEST_ANNOTATION) == sha256
+    }
+    count = 0
+    for slice_ in ctx.cache.children("EndpointSlice", "ModelDeployment", ctx.namespace, ctx.name):
+        for endpoint in slice_.get("endpoints") or []:
+            ref = endpoint.get("targetRef") or {}
+            if (endpoint.get("conditions") or {}).get("ready") and ref.get("name") in names:
+                count += 1
+    return count
+
+
+def apply_stable(ctx: Context, spec: ModelDeploymentSpec, model: Model) -> Obj:
+    """The stable Deployment; one made before canaries existed has a selector without the track label,
+    which cannot be changed in place: it is replaced (its pods stop, the new ones start)."""
+    manifest = deployment(
+        name=ctx.name,
+        namespace=ctx.namespace,
+        spec=spec,
+        uri=model["uri"],
+        sha256=model["sha256"],
+        settings=ctx.settings,
+    )
+    live = ctx.cache.child("Deployment", "ModelDeployment", ctx.namespace, ctx.name, ctx.name)
+    if live is not None and live.get("spec", {}).get("selector") != manifest["spec"]["selector"]:
+        ctx.event("Normal", "DeploymentReplaced", "the Deployment's selector changed; it is replaced")
+        ctx.kube.delete("apps/v1", "Deployment", ctx.namespace, ctx.name)
+        return ctx.kube.apply(ctx.adopt(manifest))
+    return applied(ctx, manifest)
+
+
+def delete_canary(ctx: Context) -> None:
+    name = deployment_name(ctx.name, CANARY)
+    if ctx.cache.child("Deployment", "ModelDeployment", ctx.namespace, ctx.name, name) is not None:
+        ctx.kube.delete("apps/v1", "Deployment", ctx.namespace, name)
+    ctx.memory.pop("window", None)
+
+
+def canary_step(
+    ctx: Context, spec: ModelDeploymentSpec, rollout: Rollout, serving: Model, wanted: Model, fields: Obj
+) -> tuple[Model, Progress]:
+    """One look at the canary of ``wanted`` beside ``serving``: the model the stable Deployment runs (the
+    canary's only once it is promoted) and the Progressing condition to show."""
+    status, now = ctx.status, datetime.datetime.now(datetime.UTC)
+    steps = rollout.steps or []
+    sha = wanted["sha256"]
+    rejected = list(status.get("rejected") or [])
+    hit = canary.rejected_now(rejected, sha, ctx.generation)
+    if hit is not None:
+        delete_canary(ctx)
+        fields["canary"] = None
+        progressing: Progress = (
+            "False",
+            Reason.MODEL_REJECTED,
+            f"model {sha[:12]} was rolled back ({hit['reason']}: {hit['message']})"[:700]
+            + f"; model {serving['sha256'][:12]} serves; change the spec to try again",
+        )
+        return serving, progressing
+    stable_live = ctx.cache.child("Deployment", "ModelDeployment", ctx.namespace, ctx.name, ctx.name)
+    stable_count = int((stable_live or {}).get("spec", {}).get("replicas", stable_replicas(spec)))
+    current: Obj | None = status.get("canary")
+    if current is None or current.get("sha256") != sha:
+        if current is not None:
+            ctx.event("Normal", "CanaryReplaced", f"canary {current['sha256'][:12]} replaced by {sha[:12]}")
+        current = new_step(wanted, 0, steps[0].weight, stable_count, now)
+        ctx.memory.pop("window", None)
+        ctx.event(
+            "Normal",
+            "CanaryStarted",
+            f"canary of model {sha[:12]} beside {serving['sha256'][:12]}: step 1 of {len(steps)}, "
+            f"weight {steps[0].weight}%",
+        )
+    if current["phase"] == "Promoting":
+        fields["canary"] = current
+        applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
+        ctx.requeue_after(canary.SCRAPE_SECONDS)
+        return wanted, progressing
+
+    live = applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
+    ready, _, ready_count, _ = rollout_state(live, sha)
+    pods = ctx.cache.children("Pod", "ModelDeployment", ctx.namespace, ctx.name)
+    canary_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_TRACK) == CANARY]
+    failure = load_failure(canary_pods, sha)
+    step = int(current["step"])
+    step_start = canary.parse_time(current["stepStartTime"])
+    window_start = canary.parse_time(current["windowStartTime"]) if current.get("windowStartTime") else None
+    checks: list[analysis.Check] = []
+    if failure is not None:
+        decision = canary.StepDecision("rollback", failure[0], f"the canary cannot serve: {failure[1]}")
+    else:
+        if current["phase"] == "Starting" and ready:
+            current = {**current, "phase": "Analysing"}
+            window_start = now
+        if current["phase"] == "Analysing" and window_start is not None:
+            key = (sha, step, canary.format_time(window_start))
+            known = ctx.memory.get("window")
+            if not isinstance(known, canary.WindowState) or known.key != key:
+                if known is not None or current.get("windowStartTime"):
+                    window_start = now  # the counters were lost (an operator restart): start again
+                key = (sha, step, canary.format_time(window_start))
+            state = canary.observe_window(
+                ctx.memory,
+                key,
+                window_start,
+                canary.server_pods(pods, CANARY, sha),
+                canary.server_pods(pods, STABLE, serving["sha256"]),
+            )
+            checks = canary.run_checks(rollout.analysis, state)
+            current = {
+                **current,
+                "windowStartTime": canary.format_time(window_start),
+                "observedWeight": canary.observed_weight(state),
+                "checks": [canary.check_status(c) for c in checks] or None,
+            }
+        order = canary.manual(ctx.body["metadata"].get("annotations") or {}, sha)
+        decision = canary.decide_step(
+            rollout, step, current["phase"], now, step_start, window_start, checks, order
+        )
+    said = f"canary {sha[:12]} step {step + 1}/{len(steps)}, weight {current['weight']}%"
+    if current.get("observedWeight") is not None:
+        said += f" (observed {current['observedWeight']}% of requests)"
+    if decision.action == "wait":
+        ready_note = "" if ready else f", {ready_count} of {current['replicas']} canary pods ready"
+        fields["canary"] = {**current, "message": f"{decision.message}{ready_note}"[:1024]}
+        progressing = (
+            "True",
+            Reason.CANARY_PROGRESSING,
+            f"{said}: {decision.message}{ready_note}"[:1024],
+        )
+        ctx.requeue_after(canary.SCRAPE_SECONDS)
+        return serving, progressing
+    if decision.action == "advance":
+        nxt = step + 1
+        ctx.memory.pop("window", None)
+        ctx.event(
+            "Normal",
+            "CanaryStepPassed",
+            f"{said} passed; step {nxt + 1} at weight {steps[nxt].weight}%: {decision.message}"[:1024],
+        )
+        fields["canary"] = new_step(wanted, nxt, steps[nxt].weight, stable_count, now)
+        progressing = (
+            "True",
+            Reason.CANARY_PROGRESSING,
+            f"canary {sha[:12]} step {nxt + 1}/{len(steps)}, weight {steps[nxt].weight}%: starting",
+        )
+        ctx.requeue_after(0)
+        return serving, progressing
+    if decision.action == "promote":
+        ctx.event("Normal", "CanaryPromoting", f"{said}: {decision.reason}: {decision.message}"[:1024])
+        fields["canary"] = {**current, "phase": "Promoting", "message": decision.message[:1024]}
+        fields["lastRollout"] = rollout_result(sha, "Promoted", decision, now)
+        progressing = (
+            "True",
+            Reason.PROMOTING,
+            f"canary {sha[:12]} promoted ({decision.reason}); the stable Deployment takes its model",
+        )
+        ctx.requeue_after(canary.SCRAPE_SECONDS)
+        return wanted, progressing
+    # rollback
+    delete_canary(ctx)
+    entry = {
+        "sha256": sha,
+        "generation": ctx.generation,
+        "reason": decision.reason[:64],
+        "message": decision.message[:1024],
+        "time": canary.format_time(now),
+    }
+    fields["rejected"] = [*rejected, entry][-10:]
+    fields["canary"] = None
+    fields["lastRollout"] = rollout_result(sha, "RolledBack", decision, now)
+    ctx.event(
+        "Warning",
+        "RolledBack",
+        f"{said} rolled back, {decision.reason}: {decision.message}; model {serving['sha256'][:12]} serves"[
+            :1024
+        ],
+    )
+    progressing = (
+        "False",
+        Reason.ROLLED_BACK,
+        f"canary {sha[:12]} rolled back ({decision.reason}): {decision.message}"[:1024],
+    )
+    return serving, progressing
+
+
+def finish_promotion(ctx: Context, stable_model: Model, stable_ready: bool, fields: Obj) -> None:
+    """Promoting ends when the stable Deployment serves the canary's model: the canary pods go."""
+    current = fields.get("canary")
+    if not current or current.get("phase") != "Promoting":
+        return
+    if not stable_ready or stable_model["sha256"] != current["sha256"]:
+        ctx.conditions.set(
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.PROMOTING,
+            f"canary {current['sha256'][:12]} promoted; the stable Deployment is taking its model",
+        )
+        return
+    delete_canary(ctx)
+    fields["canary"] = None
+    ctx.event("Normal", "Promoted", f"model {current['sha256'][:12]} is now the stable model")
+    ctx.conditions.set(
+        ConditionType.PROGRESSING,
+        "False",
+        Reason.PROMOTED,
+        f"model {current['sha256'][:12]} promoted; every replica serves it",
+    )
+
+
+def new_step(model: Model, step: int, weight: int, stable_count: int, now: datetime.datetime) -> Obj:
+    fields = {
+        "sha256": model["sha256"],
+        "uri": model["uri"],
+        "trainingJob": model.get("trainingJob"),
+        "phase": "Promoting" if weight >= 100 else "Starting",
+        "step": step,
+        "weight": weight,
+        "replicas": canary_replicas(stable_count, weight),
+        "stepStartTime": canary.format_time(now),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def rollout_result(sha: str, result: str, decision: canary.StepDecision, now: datetime.datetime) -> Obj:
+    return {
+        "sha256": sha,
+        "result": result,
+        "reason": decision.reason[:64],
+        "message": decision.message[:1024],
+        "time": canary.format_time(now),
+    }
+
+
+def canary_manifest(ctx: Context, spec: ModelDeploymentSpec, model: Model, replicas: int) -> Obj:
+    return deployment(
+        name=ctx.name,
+        namespace=ctx.namespace,
+        spec=spec,
+        uri=model["uri"],
+        sha256=model["sha256"],
+        settings=ctx.settings,
+        track=CANARY,
+        replicas=replicas,
+    )
 
 
 def needs(spec: Obj) -> list[tuple[str, str]]:

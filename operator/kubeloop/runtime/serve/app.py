@@ -58,7 +58,10 @@ class App:
         self.batcher = Batcher(
             self.loop, model, codec, metrics, self.config.max_batch_rows, self.config.batching
         )
-        self.routes.update(model_routes(model.name, model.version, codec.metadata, self.tokens is not None))
+        baseline = json.dumps({"sha256": model.sha256, **model.baseline}).encode()
+        self.routes.update(
+            model_routes(model.name, model.version, codec.metadata, self.tokens is not None, baseline)
+        )
         self.ready_body = json.dumps(
             {"ready": True, "model": model.name, "version": model.version, "sha256": model.sha256}
         ).encode()

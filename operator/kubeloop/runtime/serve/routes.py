@@ -41,10 +41,18 @@ def server_routes() -> dict[bytes, Route]:
     }
 
 
-def model_routes(name: str, version: str, metadata: bytes, auth: bool) -> dict[bytes, Route]:
-    """A model's routes, under its name and under its name and version."""
+# The training baseline of the served model (baseline.json, docs/contracts.md), for the operator's drift
+# checks: the operator has no access to the artifact store. No token, like /metrics, whose histograms
+# already carry the baseline's bin edges and categories.
+BASELINE = b"/kubeloop/v1/baseline"
+
+
+def model_routes(
+    name: str, version: str, metadata: bytes, auth: bool, baseline: bytes = b"{}"
+) -> dict[bytes, Route]:
+    """A model's routes, under its name and under its name and version, and its baseline."""
     model = b"/v2/models/" + name.encode()
-    routes: dict[bytes, Route] = {}
+    routes: dict[bytes, Route] = {BASELINE: Route(b"GET", STATIC, "", False, baseline)}
     for base in (model, model + b"/versions/" + version.encode()):
         routes[base] = Route(b"GET", STATIC, "v2", auth, metadata)
         routes[base + b"/ready"] = Route(b"GET", READY, "", False)
