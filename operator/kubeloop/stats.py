@@ -8,7 +8,7 @@ numeric features carry interior quantile ``edges`` with ``len(counts) == len(edg
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -280,6 +280,102 @@ def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> list[float
             out[i] = min(1.0, running)
         return out
     raise ValueError(f"unknown multiple-testing correction {method!r}: use none, bonferroni, holm or bh")
+
+
+# ------------------------------------------------------------------------------- tests on counts
+
+
+def fisher_exact_greater(x1: float, n1: float, x2: float, n2: float) -> float:
+    """One-sided Fisher's exact test that ``x1`` of ``n1`` is a larger share than ``x2`` of ``n2``: p.
+
+    The p-value is P(X >= x1) where X, the first sample's successes, is hypergeometric given both
+    margins (``x1 + x2`` successes in ``n1 + n2`` trials), as ``scipy.stats.fisher_exact`` with
+    ``alternative="greater"`` on ``[[x1, n1 - x1], [x2, n2 - x2]]``. Exact at any size, so no
+    normal approximation misleads at the small counts where canary decisions are made. Counts are
+    rounded to integers (window increases are counts; only an extrapolating source makes them fractional).
+    """
+    a, n, b, m = _count(x1), _count(n1), _count(x2), _count(n2)
+    if a > n or b > m:
+        raise ValueError(f"successes exceed trials: {a} of {n}, {b} of {m}")
+    total, successes = n + m, a + b
+    lo, hi = max(0, n - (total - successes)), min(successes, n)
+    if a <= lo:
+        return 1.0
+    mean = n * successes / total
+    var = mean * (total - successes) / total * (total - n) / max(1, total - 1)
+
+    def log_pmf(k: int) -> float:
+        return _log_choose(successes, k) + _log_choose(total - successes, n - k) - _log_choose(total, n)
+
+    def log_ratio(k: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # pmf(k + 1) / pmf(k)
+        out: npt.NDArray[np.float64] = np.log(
+            (successes - k) * (n - k) / ((k + 1) * (total - successes - n + k + 1))
+        )
+        return out
+
+    return _upper_tail(a, hi, mean, var, log_pmf, log_ratio)
+
+
+def binomial_sf(x: float, n: float, p: float) -> float:
+    """One-sided binomial test that ``x`` successes of ``n`` trials is a larger share than ``p``: P(X >= x).
+
+    As ``scipy.stats.binom.sf(x - 1, n, p)``; counts are rounded to integers.
+    """
+    k0, trials = _count(x), _count(n)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"a probability is in [0, 1], not {p}")
+    if k0 > trials:
+        raise ValueError(f"successes exceed trials: {k0} of {trials}")
+    if k0 <= 0:
+        return 1.0
+    if p == 0.0:
+        return 0.0
+    if p == 1.0:
+        return 1.0
+    odds = p / (1.0 - p)
+    mean, var = trials * p, trials * p * (1.0 - p)
+
+    def log_pmf(k: int) -> float:
+        return _log_choose(trials, k) + k * math.log(p) + (trials - k) * math.log1p(-p)
+
+    def log_ratio(k: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = np.log((trials - k) / (k + 1) * odds)
+        return out
+
+    return _upper_tail(k0, trials, mean, var, log_pmf, log_ratio)
+
+
+def _count(v: float) -> int:
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"a count is a finite number >= 0, not {v}")
+    return round(v)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _upper_tail(
+    start: int,
+    stop: int,
+    mean: float,
+    var: float,
+    log_pmf: Callable[[int], float],
+    log_ratio: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+) -> float:
+    """Sum of pmf(k) for k in [start, stop], from pmf(start) and the ratios pmf(k + 1) / pmf(k).
+
+    Both distributions are unimodal: 60 standard deviations past the larger of ``start`` and the mean
+    every further term is below 1e-300 of the largest, so the sum stops there (a window of 10^7 requests
+    needs no 10^7-element array).
+    """
+    stop = min(stop, int(max(start, mean) + 60 * math.sqrt(var) + 100))
+    if start > stop:
+        return 0.0
+    ks = np.arange(start, stop, dtype=np.float64)
+    logs = log_pmf(start) + np.concatenate(([0.0], np.cumsum(log_ratio(ks))))
+    return float(min(1.0, np.exp(logs).sum()))
 
 
 # -------------------------------------------------------------------------------------------- verdicts
