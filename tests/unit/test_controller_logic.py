@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from kubeloop.api.common import duration_seconds as seconds
 from kubeloop.api.trainingjob import Gate, TrainingJobSpec, TrainingJobStatus
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION
 from kubeloop.builders.training import gate_config
 from kubeloop.controllers.conditions import Conditions
-from kubeloop.controllers.jobs import job_state, parse_result, reason_word, seconds
+from kubeloop.controllers.jobs import job_state, parse_result, reason_word
 from kubeloop.controllers.modeldeployment import rollout_state
 from kubeloop.controllers.trainingjob import (
     compared_metrics,

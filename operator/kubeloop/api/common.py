@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,15 @@ ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
 Duration = Annotated[
     str, Field(max_length=32, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$", examples=["30s", "5m", "1h30m"])
 ]
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds of a Duration like 1h30m."""
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
 # A resource quantity, as in a container's resources: "500m", "1Gi", 2. The API server checks the string
 # form against Kubernetes' quantity grammar, so "banana" is refused at the door, not by the pod.
 Quantity = (

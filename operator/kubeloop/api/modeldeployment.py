@@ -62,6 +62,9 @@ class Autoscaling(KubeloopModel):
     """maxReplicas is the most replicas."""
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 80
     """targetCPUUtilization is the average CPU use, in percent of requests, to scale at."""
+    scale_down_stabilization: Duration = "5m"
+    """scaleDownStabilization: the HPA scales down to the highest recommendation of this long a window,
+    so a short lull does not remove pods that the next burst needs."""
 
 
 class CanaryStep(KubeloopModel):
@@ -146,7 +149,10 @@ class Batch(KubeloopModel):
 
 
 # Refused until batch scoring exists: a field the operator does not honour must not be accepted.
-BATCH_NOT_BUILT: dict[str, JsonValue] = {"rule": "false", "message": "batch scoring is not available yet; remove spec.batch"}
+BATCH_NOT_BUILT: dict[str, JsonValue] = {
+    "rule": "false",
+    "message": "batch scoring is not available yet; remove spec.batch",
+}
 
 
 class Auth(KubeloopModel):
@@ -260,6 +266,8 @@ class RejectedModel(KubeloopModel):
 
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """sha256 of the rejected model."""
+    training_job: Name | None = None
+    """trainingJob that produced it."""
     generation: Annotated[int, Field(ge=0)]
     """generation of the spec it was rejected under."""
     reason: Annotated[str, Field(max_length=64)]
@@ -275,6 +283,8 @@ class RolloutResult(KubeloopModel):
 
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """sha256 of the canary model."""
+    training_job: Name | None = None
+    """trainingJob that produced it (with updatePolicy Auto: the candidate it picked)."""
     result: Literal["Promoted", "RolledBack"]
     """result of the rollout."""
     reason: Annotated[str, Field(max_length=64)]

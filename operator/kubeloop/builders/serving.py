@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubeloop.api.common import duration_seconds
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.builders.common import (
     RUNTIME_COMMAND,
@@ -234,6 +235,11 @@ def autoscaler(*, name: str, namespace: str, spec: ModelDeploymentSpec) -> Manif
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": round(duration_seconds(scaling.scale_down_stabilization))
+                }
+            },
             "maxReplicas": scaling.max_replicas,
             "metrics": [
                 {

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kubeloop import analysis
+from kubeloop.api.common import duration_seconds as seconds
 from kubeloop.api.modeldeployment import Analysis, Rollout
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, PORT, STABLE
 from kubeloop.contract import LABEL_TRACK
-from kubeloop.controllers.jobs import seconds
 
 Obj = dict[str, Any]
 PROMOTE_ANNOTATION = "kubeloop.io/promote"

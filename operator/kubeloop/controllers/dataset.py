@@ -8,13 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubeloop.api import DATASET
+from kubeloop.api.common import duration_seconds as seconds
 from kubeloop.api.conditions import Reason
 from kubeloop.api.dataset import DatasetSpec, FeatureSummary
 from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.controllers.conditions import now
 from kubeloop.controllers.errors import Invalid
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import parse_time, read_outcome, reason_word, seconds
+from kubeloop.controllers.jobs import parse_time, read_outcome, reason_word
 from kubeloop.controllers.kube import Obj
 
 HISTORY = 10

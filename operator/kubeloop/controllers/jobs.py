@@ -13,8 +13,6 @@ from kubeloop.controllers.cache import Cache
 from kubeloop.controllers.kube import Kube, Obj
 
 State = Literal["Running", "Succeeded", "Failed"]
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -87,11 +85,6 @@ def read_outcome(cache: Cache, kube: Kube, job: Obj) -> Outcome:
     if message is None:
         message = termination_message(kube.list("v1", "Pod", namespace, {LABEL_JOB_NAME: name}))
     return outcome(job, message)
-
-
-def seconds(duration: str) -> float:
-    """Seconds of a duration like 1h30m (the API's Duration pattern)."""
-    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(duration))
 
 
 def parse_time(value: str) -> datetime.datetime:

@@ -429,7 +429,7 @@ def canary_step(
     if decision.action == "promote":
         ctx.event("Normal", "CanaryPromoting", f"{said}: {decision.reason}: {decision.message}"[:1024])
         fields["canary"] = {**current, "phase": "Promoting", "message": decision.message[:1024]}
-        fields["lastRollout"] = rollout_result(sha, "Promoted", decision, now)
+        fields["lastRollout"] = rollout_result(wanted, "Promoted", decision, now)
         progressing = (
             "True",
             Reason.PROMOTING,
@@ -441,14 +441,15 @@ def canary_step(
     delete_canary(ctx)
     entry = {
         "sha256": sha,
+        "trainingJob": wanted.get("trainingJob"),
         "generation": ctx.generation,
         "reason": decision.reason[:64],
         "message": decision.message[:1024],
         "time": canary.format_time(now),
     }
-    fields["rejected"] = [*rejected, entry][-10:]
+    fields["rejected"] = [*rejected, {k: v for k, v in entry.items() if v is not None}][-10:]
     fields["canary"] = None
-    fields["lastRollout"] = rollout_result(sha, "RolledBack", decision, now)
+    fields["lastRollout"] = rollout_result(wanted, "RolledBack", decision, now)
     ctx.event(
         "Warning",
         "RolledBack",
@@ -502,14 +503,16 @@ def new_step(model: Model, step: int, weight: int, stable_count: int, now: datet
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def rollout_result(sha: str, result: str, decision: canary.StepDecision, now: datetime.datetime) -> Obj:
-    return {
-        "sha256": sha,
+def rollout_result(model: Model, result: str, decision: canary.StepDecision, now: datetime.datetime) -> Obj:
+    found = {
+        "sha256": model["sha256"],
+        "trainingJob": model.get("trainingJob"),
         "result": result,
         "reason": decision.reason[:64],
         "message": decision.message[:1024],
         "time": canary.format_time(now),
     }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def canary_manifest(ctx: Context, spec: ModelDeploymentSpec, model: Model, replicas: int) -> Obj:
