@@ -81,6 +81,31 @@ def test_erroring_model_is_ready_and_answers_500_exactly_on_the_bad_rows(
         assert requests.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
+def test_a_failing_request_never_fails_the_others_batched_with_it(
+    original: tuple[Path, BaseEstimator], tmp_path: Path
+) -> None:
+    """Concurrent clients share ONNX Runtime calls (micro-batching); a bad row fails its own request only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    src, _ = original
+    x = training_data("random_forest")[0][:400]
+    above = float(np.quantile(x[:, 3], 0.9))
+    sha = derive(src, tmp_path / "erroring", "erroring", feature="f3", above=above)
+    bad = x[:, 3] > np.float32(above)
+    with serving(tmp_path / "erroring", sha) as server:
+
+        def client(part: int) -> list[int]:
+            with requests.Session() as session:
+                return [infer(session, server, [row.tolist()]).status_code for row in x[part::8]]
+
+        with ThreadPoolExecutor(8) as pool:
+            parts = list(pool.map(client, range(8)))
+        codes = np.empty(len(x), dtype=int)
+        for part, got in enumerate(parts):
+            codes[part::8] = got
+        np.testing.assert_array_equal(codes, np.where(bad, 500, 200))
+
+
 def test_erroring_model_whose_self_test_would_fail_is_refused(
     original: tuple[Path, BaseEstimator], tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .events import log
 from .metrics import Metrics
-from .model import Model, Prediction
+from .model import Model, Prediction, Rows
 from .protocol import Codec, Wanted
 from .responses import JSON, error_body
 from .routes import PREDICT_V1, STATIC
@@ -139,12 +139,23 @@ class Batcher:
         if chunk:
             self._run(chunk)
 
+    def _predict_alone(self, x: Rows) -> Prediction | str:
+        try:
+            pred = self.model.predict(x)
+        except Exception as e:
+            return f"prediction failed: {e}"
+        self.metrics.batch(x, pred)
+        return pred
+
     def _run(self, items: list[Item]) -> None:
         """One ONNX Runtime call for the items' rows, then every item answered in queue order."""
         codec = self.codec
         xs = [it.x for it in items if it.x is not None]
         pred: Prediction | None = None
         failure = ""
+        # After a failed call over several requests: each request's own answer (a Prediction, or why it
+        # failed), so that one request's rows never fail the others that shared its batch.
+        alone: dict[int, Prediction | str] | None = None
         if xs:
             x = xs[0] if len(xs) == 1 else np.concatenate(xs)
             try:
@@ -153,18 +164,27 @@ class Batcher:
             except Exception as e:  # input was validated, so this is the server's fault: 500, keep serving
                 failure = f"prediction failed: {e}"
                 log("prediction_failed", error=str(e))
+                if len(xs) > 1:
+                    alone = {id(it): self._predict_alone(it.x) for it in items if it.x is not None}
         offset = 0
         for it in items:
             it.conn.inflight -= 1
             if it.x is None:
                 it.conn.write(it.status, it.body, it.protocol, it.keep_alive, it.t0, it.content_type)
                 continue
-            if pred is None:
+            if alone is not None:
+                answer = alone[id(it)]
+                if isinstance(answer, str):
+                    it.conn.write(500, error_body(answer), it.protocol, it.keep_alive, it.t0)
+                    continue
+                part = answer
+            elif pred is None:
                 it.conn.write(500, error_body(failure), it.protocol, it.keep_alive, it.t0)
                 continue
-            n = len(it.x)
-            part = pred if len(xs) == 1 else pred.rows(offset, offset + n)
-            offset += n
+            else:
+                n = len(it.x)
+                part = pred if len(xs) == 1 else pred.rows(offset, offset + n)
+                offset += n
             if it.kind == PREDICT_V1:
                 it.conn.write(200, codec.encode_v1(part), it.protocol, it.keep_alive, it.t0)
             elif it.wanted is None:
