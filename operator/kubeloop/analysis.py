@@ -490,8 +490,38 @@ def error_rate_check(
     )
 
 
+def slo_error_check(totals: Totals, max_error_rate: float, min_requests: int, alpha: float = 0.05) -> Check:
+    """A Monitor's error-rate objective: the share of 5xx answers in the window, violated only when it is
+    significantly above ``max_error_rate`` (one-sided binomial test, p < ``alpha``): 2 errors in 100
+    requests against a 1 % objective is noise, not a breach. Inconclusive under ``min_requests``
+    requests (0/0 included)."""
+    n, x = totals.requests(), totals.errors()
+    rate = x / n if n > 0 else None
+
+    def check(verdict: Verdict, message: str) -> Check:
+        return Check("errorRate", verdict, rate, max_error_rate, n, message)
+
+    if rate is None or n < max(1, min_requests):
+        return check(
+            "inconclusive", f"{_n(n)} requests ({_n(x)} errors), fewer than minRequests {min_requests}"
+        )
+    own = f"error rate {_share(x, n)}"
+    if rate <= max_error_rate:
+        return check("pass", f"{own} <= {_pct(max_error_rate)}")
+    p = stats.binomial_sf(x, n, max_error_rate)
+    if p < alpha:
+        return check(
+            "fail", f"{own} > {_pct(max_error_rate)}: p = {p:.3g} < {alpha:g} (one-sided binomial test)"
+        )
+    return check("pass", f"{own} > {_pct(max_error_rate)} but not significantly: p = {p:.3g} >= {alpha:g}")
+
+
 def latency_check(
-    canary: Totals, max_p99_ms: float, min_requests: int, stable: Totals | None = None
+    canary: Totals,
+    max_p99_ms: float,
+    min_requests: int,
+    stable: Totals | None = None,
+    subject: str = "canary",
 ) -> Check:
     """The canary's p99 request duration in ms (PromQL's histogram_quantile on the window's buckets).
 
@@ -515,7 +545,7 @@ def latency_check(
             theirs = f" (stable {_ms(stable_p99 * 1000)} over {_n(stable_buckets[-1][1])} requests)"
     if value is None or n < max(1, min_requests):
         return check(
-            "inconclusive", f"{_n(n)} canary requests, fewer than minRequests {min_requests}{theirs}"
+            "inconclusive", f"{_n(n)} {subject} requests, fewer than minRequests {min_requests}{theirs}"
         )
     # PromQL answers the highest finite bound when the rank falls in the +Inf bucket: a lower bound only.
     above_all = len(buckets) >= 2 and buckets[-2][1] < 0.99 * n

@@ -81,6 +81,14 @@ class Reason(StrEnum):
     WAITING_FOR_MODEL_DEPLOYMENT = "WaitingForModelDeployment"
     WATCHING = "Watching"
     NOT_CHECKED = "NotChecked"
+    CHECKED = "Checked"
+    WITHIN_OBJECTIVES = "WithinObjectives"
+    OBJECTIVE_MISSED = "ObjectiveMissed"
+    NO_DRIFT = "NoDrift"
+    DRIFT_DETECTED = "DriftDetected"
+    NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
+    NO_BASELINE = "NoBaseline"
+    NO_PODS = "NoPods"
 
 
 REASONS: dict[Reason, str] = {
@@ -123,6 +131,14 @@ REASONS: dict[Reason, str] = {
     Reason.WAITING_FOR_MODEL_DEPLOYMENT: "the ModelDeployment does not exist yet",
     Reason.WATCHING: "the ModelDeployment exists",
     Reason.NOT_CHECKED: "no check has run yet",
+    Reason.CHECKED: "the checks ran at the last interval",
+    Reason.WITHIN_OBJECTIVES: "error rate and latency met the objectives over the window",
+    Reason.OBJECTIVE_MISSED: "error rate or latency missed an objective over the window",
+    Reason.NO_DRIFT: "every feature is within the drift threshold",
+    Reason.DRIFT_DETECTED: "a feature drifted from the training baseline; the message names the worst",
+    Reason.NOT_ENOUGH_TRAFFIC: "too few requests or values in the window for a verdict",
+    Reason.NO_BASELINE: "the served model has no training baseline, so drift cannot be judged",
+    Reason.NO_PODS: "no ready pod serves the ModelDeployment's model, so nothing can be measured",
 }
 
 

@@ -307,6 +307,8 @@ class ModelDeploymentStatus(KubeloopModel):
     """url of the inference service inside the cluster."""
     model: ServedModel | None = None
     """model that is served."""
+    previous_model: ServedModel | None = None
+    """previousModel served before it: where a rollback goes."""
     wanted_sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
     """wantedSha256 is the digest being rolled out."""
     replicas: Annotated[int, Field(ge=0)] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from kubeloop.api.common import (
     AGE,
@@ -21,37 +21,67 @@ from kubeloop.api.common import (
 from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.trainingjob import TrainingJobSpec
 
+# Refused until the Monitor can query Prometheus: a field the operator does not honour is not accepted.
+PROMETHEUS_NOT_BUILT: dict[str, JsonValue] = {
+    "rule": "false",
+    "message": "reading metrics from Prometheus is not available yet: remove source.prometheusURL "
+    "(the Monitor scrapes the inference pods directly)",
+}
+
 
 class MetricsSource(KubeloopModel):
     """Where the Monitor reads metrics; the inference pods are scraped directly when absent."""
 
     prometheus_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
-        default=None, alias="prometheusURL"
+        default=None,
+        alias="prometheusURL",
+        json_schema_extra={"x-kubernetes-validations": [PROMETHEUS_NOT_BUILT]},
     )
-    """prometheusURL of a Prometheus server that scrapes the inference pods."""
+    """prometheusURL of a Prometheus server that scrapes the inference pods. Not available yet: the API
+    server refuses it."""
 
 
 class SLO(KubeloopModel):
-    """Service-level objectives."""
+    """Service-level objectives, judged at every interval over the last window of traffic."""
+
+    model_config = cel(
+        (
+            "has(self.maxErrorRate) || has(self.maxP99LatencyMs)",
+            "slo needs maxErrorRate, maxP99LatencyMs or both",
+        ),
+    )
 
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
-    """maxErrorRate is the largest share of failed requests."""
+    """maxErrorRate is the largest share of 5xx answers; violated only when the share in the window is
+    significantly above it (one-sided binomial test, p < 0.05)."""
     max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = Field(default=None, alias="maxP99LatencyMs")
-    """maxP99LatencyMs is the largest 99th percentile of request latency, in milliseconds."""
+    """maxP99LatencyMs is the largest 99th percentile of request latency, in milliseconds, from the
+    servers' histogram buckets over the window."""
+    window: Duration = "5m"
+    """window of traffic each check looks at; at least four intervals, so that one late scrape does not
+    decide."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """minRequests in the window before a verdict; fewer (0/0 included) is inconclusive."""
 
 
 class Drift(KubeloopModel):
     """Drift detection against the baseline of the serving model's training data."""
 
     method: Literal["psi", "ks", "js", "chi2"] = "psi"
-    """method: psi (population stability index), ks (Kolmogorov-Smirnov), js (Jensen-Shannon), chi2."""
-    threshold: Annotated[float, Field(gt=0)] = 0.2
-    """threshold above which a feature counts as drifted (a score for psi and js, a p-value below it for ks
-    and chi2)."""
-    min_samples: Annotated[int, Field(ge=1)] = 100
-    """minSamples is the fewest predictions before drift is judged."""
-    correction: Literal["none", "bonferroni", "holm"] = "bonferroni"
-    """correction for testing many features at once (ks, chi2)."""
+    """method: psi (population stability index), ks (Kolmogorov-Smirnov), js (Jensen-Shannon), chi2.
+    Categorical features are tested with chi2 when the method is ks."""
+    threshold: Annotated[float, Field(gt=0)] | None = None
+    """threshold above which a feature counts as drifted (a score for psi and js; for ks and chi2 a
+    p-value, drift below it). Default per method, from bench/drift_bench.py: psi 0.2, js 0.15, ks 0.01,
+    chi2 0.01."""
+    min_samples: Annotated[int, Field(ge=1)] | None = None
+    """minSamples is the fewest values of a feature in the window before it is judged. Default per method,
+    from bench/drift_bench.py: psi 200, js 300, ks 50, chi2 50 (PSI alone averages about 0.09 on 10 bins
+    at 100 values when nothing changed)."""
+    correction: Literal["none", "bonferroni", "holm", "bh"] = "holm"
+    """correction of the p-values for testing many features at once (ks, chi2)."""
+    window: Duration = "30m"
+    """window of traffic judged at each interval."""
 
 
 class TrainingJobTemplate(KubeloopModel):
@@ -106,6 +136,45 @@ class MonitorSpec(KubeloopModel):
     """actions taken when a check fails."""
 
 
+Verdict = Literal["pass", "fail", "inconclusive"]
+Message = Annotated[str, Field(max_length=1024)]
+Sha = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+
+
+class Check(KubeloopModel):
+    """One check of the last run."""
+
+    name: Literal["errorRate", "latencyP99", "inputDrift"]
+    """name of the check."""
+    verdict: Verdict
+    """verdict: pass, fail, or inconclusive (too little traffic, no baseline)."""
+    value: float | None = None
+    """value measured (error share, p99 in ms, the worst feature's score)."""
+    threshold: float
+    """threshold it was held to."""
+    samples: Annotated[float, Field(ge=0)]
+    """samples (requests, or the fewest values of a judged feature) the verdict rests on."""
+    message: Message
+    """message says why, with the numbers."""
+
+
+class FeatureScore(KubeloopModel):
+    """One feature's drift in the last check."""
+
+    feature: Annotated[str, Field(max_length=128)]
+    """feature name."""
+    verdict: Verdict
+    """verdict for this feature (after the correction, for ks and chi2)."""
+    method: Literal["psi", "ks", "js", "chi2"]
+    """method applied."""
+    score: float | None = None
+    """score: PSI, JS distance, KS statistic or chi-square statistic."""
+    p_value: float | None = None
+    """pValue after the correction (ks, chi2)."""
+    samples: Annotated[float, Field(ge=0)]
+    """samples of this feature in the window."""
+
+
 class SLOVerdict(KubeloopModel):
     """The last SLO check."""
 
@@ -113,6 +182,8 @@ class SLOVerdict(KubeloopModel):
     """errorRate measured."""
     p99_latency_ms: float | None = Field(default=None, alias="p99LatencyMs")
     """p99LatencyMs measured."""
+    requests: Annotated[float, Field(ge=0)] | None = None
+    """requests in the window."""
     violated: bool = False
     """violated is true when an objective was missed."""
 
@@ -126,6 +197,21 @@ class LastAction(KubeloopModel):
     """reason the action was taken."""
     time: ShortText
     """time of the action."""
+    training_job: Annotated[str, Field(max_length=253)] | None = None
+    """trainingJob a retrain created."""
+    sha256: Sha | None = None
+    """sha256 of the model a rollback rejected."""
+
+
+class RejectedModel(KubeloopModel):
+    """A model this Monitor asked its ModelDeployment to roll back from."""
+
+    sha256: Sha
+    """sha256 of the model."""
+    reason: Message
+    """reason: the SLO check that failed, with the numbers."""
+    time: ShortText
+    """time of the decision."""
 
 
 class MonitorStatus(KubeloopModel):
@@ -137,14 +223,27 @@ class MonitorStatus(KubeloopModel):
     """conditions: Ready, Drifted and SLOViolated."""
     last_check_time: ShortText | None = None
     """lastCheckTime is when the checks last ran."""
+    served_sha256: Sha | None = None
+    """servedSha256 is the model the last check looked at (the ModelDeployment's status.model)."""
+    window_seconds: Annotated[float, Field(ge=0)] | None = None
+    """windowSeconds of traffic the last check covered (shorter than the configured windows just after the
+    model or the operator changed: the counters are the operator's, in memory)."""
+    checks: Annotated[list[Check], Field(max_length=3)] | None = None
+    """checks of the last run, each with value, threshold and sample count."""
     drift_scores: Annotated[dict[str, float], Field(max_length=500)] | None = None
     """driftScores per feature from the last check."""
+    features: Annotated[list[FeatureScore], Field(max_length=200)] | None = None
+    """features: each feature's drift verdict from the last check (the first 200)."""
     slo: SLOVerdict | None = None
     """slo verdict of the last check."""
     last_action: LastAction | None = None
     """lastAction taken and why."""
     retrains: Annotated[int, Field(ge=0)] | None = None
     """retrains this Monitor has made."""
+    last_retrain_time: ShortText | None = None
+    """lastRetrainTime is when the last retrain was made (coolDown counts from it)."""
+    rejected: Annotated[list[RejectedModel], Field(max_length=10)] | None = None
+    """rejected models (the newest ten): the ModelDeployment rolls back from each to its previous model."""
 
 
 MONITOR = Kind(
@@ -155,6 +254,14 @@ MONITOR = Kind(
         Reason.WAITING_FOR_MODEL_DEPLOYMENT,
         Reason.WATCHING,
         Reason.NOT_CHECKED,
+        Reason.CHECKED,
+        Reason.WITHIN_OBJECTIVES,
+        Reason.OBJECTIVE_MISSED,
+        Reason.NO_DRIFT,
+        Reason.DRIFT_DETECTED,
+        Reason.NOT_ENOUGH_TRAFFIC,
+        Reason.NO_BASELINE,
+        Reason.NO_PODS,
         Reason.INVALID_SPEC,
         Reason.RECONCILE_ERROR,
         Reason.STATUS_REJECTED,

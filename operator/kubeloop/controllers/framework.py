@@ -61,6 +61,8 @@ class Context:
     # What the object's reconciles keep between runs in this process (a canary's counters): lost on a
     # restart, forgotten when the object is deleted.
     memory: dict[str, Any] = field(default_factory=dict)
+    # Condition types whose transitions post no Event (a Monitor without alert).
+    quiet: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.conditions = Conditions(self.status.get("conditions"), self.generation)
@@ -266,6 +268,8 @@ class Operator:
             new = {}
         failed = not self.write(ctx, new) or failed
         for t in ctx.conditions.transitions:
+            if t.type in ctx.quiet:
+                continue
             ctx.event(t.event_type, t.reason, f"{t.type}={t.status}: {t.message}")
         metrics.observe_conditions(ctx.kind.kind, ctx.namespace, ctx.name, ctx.conditions.items)
         metrics.RECONCILES.labels(ctx.kind.kind, "error" if failed else "ok").inc()

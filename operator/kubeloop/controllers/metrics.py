@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -14,6 +16,22 @@ ERRORS = Counter("kubeloop_operator_reconcile_errors_total", "Reconciles that ra
 DURATION = Histogram("kubeloop_operator_reconcile_duration_seconds", "Reconcile duration, by kind.", ["kind"])
 OBJECTS = Gauge(
     "kubeloop_operator_objects", "Objects by kind and condition status.", ["kind", "condition", "status"]
+)
+
+MONITOR_VERDICT = Gauge(
+    "kubeloop_monitor_check_verdict",
+    "1 for the verdict of each Monitor check at its last run (pass, fail or inconclusive), else 0.",
+    ["namespace", "monitor", "check", "verdict"],
+)
+MONITOR_VALUE = Gauge(
+    "kubeloop_monitor_check_value",
+    "The value each Monitor check measured at its last run (error share, p99 ms, worst drift score).",
+    ["namespace", "monitor", "check"],
+)
+MONITOR_DRIFT = Gauge(
+    "kubeloop_monitor_drift_score",
+    "Drift score per feature at the last check.",
+    ["namespace", "monitor", "feature"],
 )
 
 _lock = threading.Lock()
@@ -38,6 +56,17 @@ def observe_conditions(kind: str, namespace: str, name: str, conditions: list[di
             _counts[(kind, ctype, cstatus)] += 1
         for labels in {(kind, t, s) for t, s in (*old.items(), *new.items())}:
             OBJECTS.labels(*labels).set(_counts[labels])
+
+
+def observe_monitor(namespace: str, monitor: str, checks: Sequence[Any], scores: dict[str, float]) -> None:
+    """A Monitor's last verdicts and drift scores (``checks``: analysis.Check)."""
+    for check in checks:
+        for verdict in ("pass", "fail", "inconclusive"):
+            MONITOR_VERDICT.labels(namespace, monitor, check.name, verdict).set(int(check.verdict == verdict))
+        if check.value is not None:
+            MONITOR_VALUE.labels(namespace, monitor, check.name).set(check.value)
+    for feature, score in scores.items():
+        MONITOR_DRIFT.labels(namespace, monitor, feature).set(score)
 
 
 def serve(port: int) -> None:

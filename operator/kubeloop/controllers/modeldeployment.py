@@ -184,6 +184,27 @@ def reconcile(ctx: Context) -> BaseModel:
 
     fields: Obj = {}
     progressing: Progress | None = None
+    rejected = monitor_rejections(ctx, serving, fields)
+    hit = canary.rejected_now(rejected, wanted["sha256"], ctx.generation)
+    if hit is not None:
+        # Rolled back under this generation: serve the model before it, never the rejected one again.
+        fallback = next(
+            (
+                m
+                for m in (serving, status.get("previousModel"))
+                if m
+                and m["sha256"] != wanted["sha256"]
+                and canary.rejected_now(rejected, m["sha256"], ctx.generation) is None
+            ),
+            None,
+        )
+        said = f"model {wanted['sha256'][:12]} was rolled back ({hit['reason']}: {hit['message']})"[:800]
+        if fallback is None:
+            said += "; there is no previous model to go back to, so it still serves"
+        else:
+            said += f"; model {fallback['sha256'][:12]} serves"
+            wanted = {k: fallback[k] for k in ("uri", "sha256", "trainingJob") if fallback.get(k)}
+        progressing = ("False", Reason.MODEL_REJECTED, f"{said}; change the spec to try it again")
     rollout = spec.rollout
     canary_wanted = (
         rollout is not None
@@ -255,7 +276,9 @@ def reconcile(ctx: Context) -> BaseModel:
         )
         ctx.conditions.set(ConditionType.PROGRESSING, "True", Reason.ROLLING_OUT, summary)
     elif ready:
-        fields["model"] = {k: v for k, v in stable_model.items() if v is not None}
+        fields["model"] = served_model(stable_model, serving)
+        if serving is not None and serving["sha256"] != stable_model["sha256"]:
+            fields["previousModel"] = served_model(serving, None)
         ctx.conditions.set(ConditionType.READY, "True", Reason.MODEL_SERVING, summary)
         ctx.conditions.set(ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, summary)
     elif failure is not None:
@@ -272,6 +295,57 @@ def reconcile(ctx: Context) -> BaseModel:
         ctx.conditions.set(ConditionType.PROGRESSING, *progressing)
         finish_promotion(ctx, stable_model, ready and listed >= min(wanted_replicas, ready_replicas), fields)
     return ctx.updated(fields)
+
+
+def served_model(model: Model, serving: Model | None) -> Obj:
+    """status.model: the model, and since when it serves (kept while it is the same)."""
+    same = serving is not None and serving.get("sha256") == model["sha256"] and serving.get("since")
+    since = (
+        serving["since"]
+        if same and serving is not None
+        else canary.format_time(datetime.datetime.now(datetime.UTC))
+    )
+    found = {k: model.get(k) for k in ("uri", "sha256", "trainingJob")}
+    return {**{k: v for k, v in found.items() if v is not None}, "since": since}
+
+
+def monitor_rejections(ctx: Context, serving: Model | None, fields: Obj) -> list[Obj]:
+    """The rejected models, with those the namespace's Monitors rolled back from while they served.
+
+    A Monitor's rollback names the digest and its time; it counts for the model serving now, if made
+    after that model began to serve (an older one is about an earlier time the same digest served).
+    """
+    rejected = list(ctx.status.get("rejected") or [])
+    if serving is None:
+        return rejected
+    sha = serving["sha256"]
+    for monitor in ctx.cache.in_namespace("Monitor", ctx.namespace):
+        if ((monitor.get("spec") or {}).get("deploymentRef") or {}).get("name") != ctx.name:
+            continue
+        for entry in (monitor.get("status") or {}).get("rejected") or []:
+            if entry.get("sha256") != sha or str(entry.get("time", "")) < str(serving.get("since", "")):
+                continue
+            if canary.rejected_now(rejected, sha, ctx.generation) is not None:
+                continue
+            who = f"Monitor {monitor['metadata']['name']}"
+            decision = canary.StepDecision("rollback", who[:64], str(entry.get("reason", ""))[:1024])
+            now = datetime.datetime.now(datetime.UTC)
+            rejected.append(
+                {
+                    "sha256": sha,
+                    **({"trainingJob": serving["trainingJob"]} if serving.get("trainingJob") else {}),
+                    "generation": ctx.generation,
+                    "reason": who[:64],
+                    "message": decision.message,
+                    "time": canary.format_time(now),
+                }
+            )
+            fields["rejected"] = rejected[-10:]
+            fields["lastRollout"] = rollout_result(serving, "RolledBack", decision, now)
+            ctx.event(
+                "Warning", "RolledBack", f"{who} rolled back model {sha[:12]}: {decision.message}"[:1024]
+            )
+    return rejected
 
 
 def listed_endpoints(ctx: Context, pods: list[Obj], sha256: str) -> int:
@@ -325,18 +399,8 @@ def canary_step(
     status, now = ctx.status, datetime.datetime.now(datetime.UTC)
     steps = rollout.steps or []
     sha = wanted["sha256"]
-    rejected = list(status.get("rejected") or [])
-    hit = canary.rejected_now(rejected, sha, ctx.generation)
-    if hit is not None:
-        delete_canary(ctx)
-        fields["canary"] = None
-        progressing: Progress = (
-            "False",
-            Reason.MODEL_REJECTED,
-            f"model {sha[:12]} was rolled back ({hit['reason']}: {hit['message']})"[:700]
-            + f"; model {serving['sha256'][:12]} serves; change the spec to try again",
-        )
-        return serving, progressing
+    rejected = list(fields.get("rejected") or status.get("rejected") or [])
+    progressing: Progress
     stable_live = ctx.cache.child("Deployment", "ModelDeployment", ctx.namespace, ctx.name, ctx.name)
     stable_count = int((stable_live or {}).get("spec", {}).get("replicas", stable_replicas(spec)))
     current: Obj | None = status.get("canary")
@@ -355,6 +419,11 @@ def canary_step(
         fields["canary"] = current
         applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
         ctx.requeue_after(canary.SCRAPE_SECONDS)
+        progressing = (
+            "True",
+            Reason.PROMOTING,
+            f"canary {sha[:12]} promoted; the stable Deployment is taking its model",
+        )
         return wanted, progressing
 
     live = applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
@@ -536,6 +605,7 @@ def needs(spec: Obj) -> list[tuple[str, str]]:
         found.append(("TrainingJob", str(ref["name"])))
     if spec.get("trainingJobSelector") is not None:
         found.append(("TrainingJob", ANY))
+    found.append(("Monitor", ANY))  # a Monitor's rollback is in its status
     return found
 
 
