@@ -21,33 +21,8 @@ import pytest
 
 from kubeloop.runtime.serve.examples import build_model_dir, training_data
 from support.bad_models import derive, publish_model
-from support.e2e import Kubectl, Obj, apply, events, get, start_pod, status, wait_condition, wait_for
-
-# Requests in a loop, each on a new connection through the Service. Every 2 s it prints its counts so far
-# as one JSON line: answers by model version, HTTP errors by code, connection errors by kind.
-LOAD = """
-import json, random, sys, time, urllib.error, urllib.request
-url, rows, pause = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
-ok, versions, codes, errors, printed = 0, {}, {}, {}, time.monotonic()
-while True:
-    row = random.choice(rows)
-    body = json.dumps({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]})
-    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            version = json.loads(answer.read())["model_version"]
-            ok += 1
-            versions[version] = versions.get(version, 0) + 1
-    except urllib.error.HTTPError as error:
-        codes[str(error.code)] = codes.get(str(error.code), 0) + 1
-    except Exception as error:
-        kind = type(error).__name__ + ": " + str(error)[:60]
-        errors[kind] = errors.get(kind, 0) + 1
-    if time.monotonic() - printed > 2:
-        printed = time.monotonic()
-        print(json.dumps({"ok": ok, "versions": versions, "codes": codes, "errors": errors}), flush=True)
-    time.sleep(pause)
-"""
+from support.e2e import Kubectl, Obj, apply, events, get, wait_condition, wait_for
+from support.load import load_counts, start_load, stop_load
 
 ANALYSIS = {
     "maxErrorRate": 0.02,
@@ -62,7 +37,7 @@ ANALYSIS = {
 def models(
     kubectl: Kubectl, operator_installed: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Obj]]:
-    """The stable model, a good successor and three bad ones, in the operator's store: name -> {uri, sha256}."""
+    """The stable model, a good successor and three bad ones, in the operator's store: name -> uri, sha."""
     root: Path = tmp_path_factory.mktemp("canary-models")
     build_model_dir(root / "stable", kind="logistic_regression", name="canary")
     derived = {
@@ -86,11 +61,11 @@ def models(
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def rows() -> str:
+def rows() -> list[list[float]]:
     """Rows of the training distribution, for the load generator."""
     x, _ = training_data("logistic_regression", 20)
     picked = np.random.default_rng(0).choice(len(x), 300, replace=False)
-    return json.dumps([[round(float(v), 4) for v in x[i]] for i in picked])
+    return [[round(float(v), 4) for v in x[i]] for i in picked]
 
 
 def canary_md(name: str, model: Obj, **rollout: object) -> Obj:
@@ -116,19 +91,6 @@ def canary_md(name: str, model: Obj, **rollout: object) -> Obj:
 def use_model(kubectl: Kubectl, namespace: str, name: str, model: Obj) -> None:
     patch = {"spec": {"model": {"uri": model["uri"], "sha256": model["sha256"]}}}
     kubectl("patch", "modeldeployment", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
-
-
-def start_load(kubectl: Kubectl, namespace: str, md: str, image: str, pause: float = 0.01) -> str:
-    url = status(kubectl, "modeldeployment", md, namespace)["url"].rstrip("/") + f"/v2/models/{md}/infer"
-    pod = f"load-{uuid.uuid4().hex[:6]}"
-    start_pod(kubectl, namespace, pod, image, ["python3", "-c", LOAD, url, rows(), str(pause)])
-    wait_for(lambda: load_counts(kubectl, namespace, pod).get("ok", 0) > 20, 120, "the load generator")
-    return pod
-
-
-def load_counts(kubectl: Kubectl, namespace: str, pod: str) -> Obj:
-    out = kubectl("logs", pod, "-n", namespace, "--tail=1", check=False).stdout.strip()
-    return json.loads(out) if out.startswith("{") else {}
 
 
 def canary_status(kubectl: Kubectl, namespace: str, name: str) -> Obj:
@@ -164,13 +126,12 @@ def test_a_good_canary_is_promoted_step_by_step_without_a_failed_request(
     wait_condition(
         kubectl, "modeldeployment", "canary", namespace, "Ready", timeout=180, unless=("Degraded", "True")
     )
-    load = start_load(kubectl, namespace, "canary", operator_installed["trainer"])
+    load = start_load(kubectl, namespace, "canary", operator_installed["trainer"], rows())
     before = load_counts(kubectl, namespace, load)
     use_model(kubectl, namespace, "canary", good)
 
     final, seen = wait_rollout(kubectl, namespace, "canary", good["sha256"], timeout=360)
-    after = load_counts(kubectl, namespace, load)
-    kubectl("delete", "pod", load, "-n", namespace, "--wait=false")
+    after = stop_load(kubectl, namespace, load)
     print("load before the rollout:", before, "after:", after)
     print("last canary status seen:", json.dumps(seen[-1] if seen else None, indent=1))
 
@@ -220,13 +181,12 @@ def test_a_bad_canary_is_rolled_back_naming_the_check(
     wait_condition(
         kubectl, "modeldeployment", name, namespace, "Ready", timeout=180, unless=("Degraded", "True")
     )
-    load = start_load(kubectl, namespace, name, operator_installed["trainer"])
+    load = start_load(kubectl, namespace, name, operator_installed["trainer"], rows())
     use_model(kubectl, namespace, name, model)
 
-    final, seen = wait_rollout(kubectl, namespace, name, model["sha256"], timeout=300)
+    final, _ = wait_rollout(kubectl, namespace, name, model["sha256"], timeout=300)
     time.sleep(5)  # requests in flight while the canary pods drain
-    counts = load_counts(kubectl, namespace, load)
-    kubectl("delete", "pod", load, "-n", namespace, "--wait=false")
+    counts = stop_load(kubectl, namespace, load)
     print(bad, "rollout:", json.dumps(final.get("lastRollout"), indent=1), "load:", counts)
 
     last = final["lastRollout"]
