@@ -1,0 +1,99 @@
+"""The Monitor's windows and verdicts (pure): real server counters over scrapes, a shifted feature named."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kubeloop import analysis, stats
+from kubeloop.controllers.monitor import Scrape, drift_check, window_totals
+from kubeloop.runtime.serve.examples import build_model_dir, training_data
+from kubeloop.runtime.serve.metrics import Metrics
+from kubeloop.runtime.serve.model import Model
+
+T0 = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    d: Path = tmp_path_factory.mktemp("lr")
+    build_model_dir(d, "logistic_regression")
+    return Model(d)
+
+
+def traffic(
+    model: Model, metrics: Metrics, rows: int, shift: float = 0.0, seed: int = 0, errors: int = 0
+) -> None:
+    x, _ = training_data("logistic_regression")
+    x = x[np.random.default_rng(seed).choice(len(x), rows, replace=False)].copy()
+    x[:, 3] += shift
+    for _ in range(rows):
+        metrics.request("v2", 200, 0.002)
+    for _ in range(errors):
+        metrics.request("v2", 500, 0.002)
+    metrics.batch(x, model.predict(x))
+
+
+def sample(metrics: Metrics) -> analysis.Sample:
+    return analysis.parse_metrics(metrics.render().decode())
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def test_the_window_counts_only_its_own_traffic(model: Model) -> None:
+    """Requests before the window's first scrape are not in it; a pod started inside it counts from 0."""
+    old, new = Metrics(model), Metrics(model)
+    traffic(model, old, 500)  # before the window
+    scrapes = [Scrape(at(0), {"old": (sample(old), "2026-12-01T11:00:00Z")})]
+    traffic(model, old, 100, errors=3)
+    traffic(model, new, 50)  # a pod that started at 15 s
+    scrapes.append(
+        Scrape(
+            at(30),
+            {"old": (sample(old), "2026-12-01T11:00:00Z"), "new": (sample(new), "2026-12-01T12:00:15Z")},
+        )
+    )
+    totals, span = window_totals(scrapes, at(0))
+    assert span == 30 and totals.requests() == 153 and totals.errors() == 3
+    # A window that starts later than every scrape but the last has no increase yet.
+    totals, span = window_totals(scrapes, at(10))
+    assert span == 0 and totals.requests() == 0
+
+
+def test_training_like_traffic_passes_and_a_shift_is_named(model: Model) -> None:
+    baseline = model.baseline
+    calm, shifted = Metrics(model), Metrics(model)
+    start = [Scrape(at(0), {"p": (sample(calm), "")})]
+    traffic(model, calm, 600, seed=1)
+    verdict = stats.judge_drift(
+        baseline,
+        window_totals([*start, Scrape(at(60), {"p": (sample(calm), "")})], at(0))[0].feature_counts(baseline),
+    )
+    check = drift_check(verdict)
+    assert check.verdict == "pass", check.message
+
+    start = [Scrape(at(0), {"p": (sample(shifted), "")})]
+    traffic(model, shifted, 600, shift=3.0, seed=2)
+    totals, _ = window_totals([*start, Scrape(at(60), {"p": (sample(shifted), "")})], at(0))
+    verdict = stats.judge_drift(baseline, totals.feature_counts(baseline))
+    check = drift_check(verdict)
+    assert check.verdict == "fail" and check.message.startswith("1 of 20 features drifted: f3"), check.message
+    assert check.value is not None and check.value > 0.2
+
+
+def test_an_slo_error_rate_needs_evidence() -> None:
+    def totals(ok: int, failed: int) -> analysis.Totals:
+        text = (
+            f'kubeloop_requests_total{{model="m",protocol="v2",code="200"}} {ok}\n'
+            f'kubeloop_requests_total{{model="m",protocol="v2",code="500"}} {failed}\n'
+        )
+        return analysis.Totals(analysis.parse_metrics(text).series)
+
+    assert analysis.slo_error_check(totals(0, 0), 0.01, 100).verdict == "inconclusive"  # 0/0
+    assert analysis.slo_error_check(totals(98, 2), 0.01, 100).verdict == "pass"  # noise at 100 requests
+    assert analysis.slo_error_check(totals(900, 100), 0.01, 100).verdict == "fail"
