@@ -9,6 +9,7 @@ import pytest
 from kubeloop.api import TRAINING_JOB
 from kubeloop.api.conditions import REASONS, ConditionType, Reason
 from kubeloop.api.crdgen import crd
+from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
 from kubeloop.builders.settings import Settings
 from kubeloop.builders.training import training_job, trial_job_name
@@ -258,3 +259,30 @@ def test_status_holds_artifact_uris_of_long_names() -> None:
         {"artifactURI": uri, "history": [{"version": "v", "rows": 1, "artifactURI": uri, "ingestedAt": "t"}]},
     )
     assert model.model_dump(by_alias=True)["artifactURI"] == uri
+
+
+def test_the_cache_keeps_what_the_model_deployment_reconcile_compares() -> None:
+    """A Deployment's selector (compared to spot a pre-canary one) and an EndpointSlice's endpoints (Ready
+    counts them) survive slimming: without them every reconcile replaced the Deployment."""
+    from kubeloop.builders.serving import deployment
+    from kubeloop.controllers.cache import slim
+
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m", "sha256": "a" * 64}})
+    manifest = deployment(
+        name="iris", namespace="ml", spec=spec, uri="s3://b/m", sha256="a" * 64, settings=Settings()
+    )
+    assert slim(manifest)["spec"]["selector"] == manifest["spec"]["selector"]
+    endpoint = {
+        "addresses": ["10.0.0.1"],
+        "conditions": {"ready": True},
+        "targetRef": {"kind": "Pod", "name": "p"},
+    }
+    kept = slim(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {},
+            "endpoints": [endpoint],
+        }
+    )
+    assert kept["endpoints"] == [{"conditions": {"ready": True}, "targetRef": {"name": "p"}}]

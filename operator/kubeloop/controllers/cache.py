@@ -63,7 +63,20 @@ def slim(body: Obj) -> Obj:
     if kind == "Deployment":
         spec = body.get("spec") or {}
         template = (spec.get("template") or {}).get("metadata") or {}
-        kept["spec"] = {"replicas": spec.get("replicas"), "template": {"metadata": template}}
+        kept["spec"] = {
+            "replicas": spec.get("replicas"),
+            "selector": spec.get("selector"),
+            "template": {"metadata": template},
+        }
+    elif kind == "EndpointSlice":
+        # Ready counts the endpoints that are ready pods of the served model.
+        kept["endpoints"] = [
+            {
+                "conditions": e.get("conditions") or {},
+                "targetRef": {"name": (e.get("targetRef") or {}).get("name")},
+            }
+            for e in body.get("endpoints") or []
+        ]
     elif kind not in CHILD_KINDS:
         kept["spec"] = body.get("spec")
     if "status" in body:
