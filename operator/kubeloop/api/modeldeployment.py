@@ -205,6 +205,8 @@ class ServedModel(KubeloopModel):
     """sha256 of model.onnx."""
     training_job: Name | None = None
     """trainingJob that produced the model."""
+    since: Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})] | None = None
+    """since is when this model began to serve."""
 
 
 Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
