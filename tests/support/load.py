@@ -17,12 +17,21 @@ from support.polling import wait_for
 LOAD = """
 import json, random, sys, time, urllib.error, urllib.request
 url, rows, pause, shift = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+# The input's name is the model's (metadata): a trained model's is "input", skl2onnx's default "X".
+while True:
+    try:
+        with urllib.request.urlopen(url.rsplit("/infer", 1)[0], timeout=10) as answer:
+            name = json.loads(answer.read())["inputs"][0]["name"]
+        break
+    except Exception as error:
+        print("metadata:", type(error).__name__, str(error)[:80], flush=True)
+        time.sleep(1)
 ok, versions, codes, errors, printed = 0, {}, {}, {}, time.monotonic()
 while True:
     row = list(random.choice(rows))
     for j, by in shift.items():
         row[int(j)] += by
-    one = {"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}
+    one = {"name": name, "shape": [1, len(row)], "datatype": "FP32", "data": row}
     body = json.dumps({"inputs": [one]})
     request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
     try:
@@ -58,7 +67,11 @@ def start_load(
     pod = f"load-{uuid.uuid4().hex[:6]}"
     args = [url, json.dumps([list(r) for r in rows]), str(pause), json.dumps(shift or {})]
     start_pod(kubectl, namespace, pod, image, ["python3", "-c", LOAD, *args])
-    wait_for(lambda: load_counts(kubectl, namespace, pod).get("ok", 0) > 20, 120, "the load generator")
+    try:
+        wait_for(lambda: load_counts(kubectl, namespace, pod).get("ok", 0) > 20, 120, "the load generator")
+    except AssertionError as error:
+        log = kubectl("logs", pod, "-n", namespace, "--tail=5", check=False)
+        raise AssertionError(f"{error}\nits log: {log.stdout[-2000:]}{log.stderr[-1000:]}") from None
     return pod
 
 
