@@ -2,12 +2,20 @@
 # Build the local cluster's binaries from the Go module proxy, pinned by versions.env,
 # into a per-user cache keyed by version. Reuses what is already built.
 #
+#   build-binaries.sh                  the cluster: Kubernetes, etcd, Helm, CoreDNS and metrics-server;
+#                                      prints the Kubernetes/etcd/Helm/CoreDNS directory on its last line
+#   build-binaries.sh metrics-server   prints metrics-server's directory on its last line
+#
+# Each part has its own cache directory keyed by its own versions, so a new metrics-server
+# never rebuilds Kubernetes (15 minutes cold on 2 cores).
+#
 #   KUBELOOP_CACHE   cache root (default: ${XDG_CACHE_HOME:-~/.cache}/kubeloop)
 #   KUBELOOP_BIN_DIR a directory of ready binaries to use instead of building (all of
 #                    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-#                    kubectl etcd helm coredns must be there)
+#                    kubectl etcd helm coredns must be there; metrics-server is taken from it when
+#                    there, else built into the cache as usual)
 #
-# Prints the directory that holds the binaries on its last line.
+# Messages go to stderr; stdout carries only directories.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -16,67 +24,128 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${KUBELOOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubeloop}
 k8s_bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 all_bins=("${k8s_bins[@]}" etcd helm coredns)
-
-if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
-  for b in "${all_bins[@]}"; do
-    [[ -x "$KUBELOOP_BIN_DIR/$b" ]] || { echo "KUBELOOP_BIN_DIR=$KUBELOOP_BIN_DIR lacks an executable $b" >&2; exit 1; }
-  done
-  echo "$KUBELOOP_BIN_DIR"
-  exit 0
-fi
-
-key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_coredns-${COREDNS_VERSION}"
-out="$cache/bin/$key"
-complete=1
-for b in "${all_bins[@]}"; do [[ -x "$out/$b" ]] || complete=0; done
-if [[ $complete == 1 ]]; then echo "$out"; exit 0; fi
-
-command -v go >/dev/null || { echo "go is needed to build the cluster binaries (or set KUBELOOP_BIN_DIR)" >&2; exit 1; }
-start=$(date +%s)
-work="$cache/build/$key"
-mkdir -p "$work" "$out.tmp"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
-proxy_mod() { curl -fsS --retry 3 "${GOPROXY_URL:-https://proxy.golang.org}/$1/@v/$2.mod"; }
 
-# --- Kubernetes + etcd: one wrapper module with upstream's go.mod, staging replaces
-#     pointed at the published v0.X.Y releases so the build resolves from the proxy alone.
-staging="v0.${KUBERNETES_VERSION#v1.}"
-mkdir -p "$work/k8s"
-if [[ ! -f "$work/k8s/go.mod" ]]; then
-  proxy_mod k8s.io/kubernetes "$KUBERNETES_VERSION" \
-    | sed -E -e 's#^module k8s.io/kubernetes#module kubeloop.local/k8sbuild#' \
-             -e "s#^(\s*)(k8s.io/[a-z0-9-]+) => ./staging/src/k8s.io/[a-z0-9-]+#\1\2 => \2 $staging#" \
-    > "$work/k8s/go.mod.tmp"
-  printf '\nrequire k8s.io/kubernetes %s\n' "$KUBERNETES_VERSION" >> "$work/k8s/go.mod.tmp"
-  mv "$work/k8s/go.mod.tmp" "$work/k8s/go.mod"
-fi
-build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit=module-proxy"
-done
-pkgs=()
-for b in "${k8s_bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-echo "building kubernetes $KUBERNETES_VERSION (${k8s_bins[*]}) ..." >&2
-(cd "$work/k8s" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}")
-# etcd at the exact version kubernetes requires; its main package is the server module root.
-(cd "$work/k8s" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>/dev/null \
-  || go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
+log() { echo "$*" >&2; }
+all_executable() {  # DIR BIN...: every BIN is an executable in DIR
+  local dir=$1 b; shift
+  for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
+}
+need_go() {
+  command -v go >/dev/null || { log "go is needed to build $1 (or set KUBELOOP_BIN_DIR to a directory that has it)"; exit 1; }
+}
+# One build of a part at a time (`make test` and `localcluster.py up` may both ask): wait for the lock,
+# then look again, as the other may have built it meanwhile. The lock is released when the script exits.
+lock() {  # OUT
+  mkdir -p "$cache/locks"
+  exec {lock_fd}>"$cache/locks/$(basename "$1")"
+  flock "$lock_fd"
+}
+# A build goes into OUT.tmp; finish records the seconds it took, then moves it into place
+# (a build that fails half-way leaves no directory that looks complete).
+finish() {  # OUT START NAME
+  echo "$(( $(date +%s) - $2 ))" > "$1.tmp/BUILD_SECONDS"  # read by bench/cluster_bench.py
+  rm -rf "$1" && mv "$1.tmp" "$1"
+  log "built $3 in $(cat "$1/BUILD_SECONDS") s into $1"
+}
 
-# --- Helm and CoreDNS: their go.mod files have no local replaces, so `go install` works.
-echo "building helm $HELM_VERSION and coredns $COREDNS_VERSION ..." >&2
-GOBIN="$out.tmp" go install -trimpath \
-  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-  "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+# ---------------------------------------------------------------- Kubernetes, etcd, Helm, CoreDNS
+kubernetes_dir() {
+  if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
+    local b
+    for b in "${all_bins[@]}"; do
+      [[ -x "$KUBELOOP_BIN_DIR/$b" ]] || { log "KUBELOOP_BIN_DIR=$KUBELOOP_BIN_DIR lacks an executable $b"; exit 1; }
+    done
+    dir=$KUBELOOP_BIN_DIR
+    return
+  fi
+  local key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_coredns-${COREDNS_VERSION}"
+  local out="$cache/bin/$key"
+  dir=$out
+  all_executable "$out" "${all_bins[@]}" && return
+  need_go "the cluster binaries"
+  lock "$out"
+  all_executable "$out" "${all_bins[@]}" && return
+  local start work
+  start=$(date +%s)
+  work="$cache/build/$key"
+  rm -rf "$out.tmp" && mkdir -p "$work" "$out.tmp"
+  proxy_mod() { curl -fsS --retry 3 "${GOPROXY_URL:-https://proxy.golang.org}/$1/@v/$2.mod"; }
 
-# pause.c ships in the kubernetes module zip; keep it for the pause image.
-src=$(cd "$work/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
-cp "$src/build/pause/linux/pause.c" "$out.tmp/pause.c"
+  # --- Kubernetes + etcd: one wrapper module with upstream's go.mod, staging replaces
+  #     pointed at the published v0.X.Y releases so the build resolves from the proxy alone.
+  local staging="v0.${KUBERNETES_VERSION#v1.}"
+  mkdir -p "$work/k8s"
+  if [[ ! -f "$work/k8s/go.mod" ]]; then
+    proxy_mod k8s.io/kubernetes "$KUBERNETES_VERSION" \
+      | sed -E -e 's#^module k8s.io/kubernetes#module kubeloop.local/k8sbuild#' \
+               -e "s#^(\s*)(k8s.io/[a-z0-9-]+) => ./staging/src/k8s.io/[a-z0-9-]+#\1\2 => \2 $staging#" \
+      > "$work/k8s/go.mod.tmp"
+    printf '\nrequire k8s.io/kubernetes %s\n' "$KUBERNETES_VERSION" >> "$work/k8s/go.mod.tmp"
+    mv "$work/k8s/go.mod.tmp" "$work/k8s/go.mod"
+  fi
+  local build_date minor ldflags pkg b pkgs=()
+  build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date -X $pkg.gitCommit=module-proxy"
+  done
+  for b in "${k8s_bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  log "building kubernetes $KUBERNETES_VERSION (${k8s_bins[*]}) ..."
+  (cd "$work/k8s" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" "${pkgs[@]}")
+  # etcd at the exact version kubernetes requires; its main package is the server module root.
+  (cd "$work/k8s" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>/dev/null \
+    || go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
 
-echo "$(( $(date +%s) - start ))" > "$out.tmp/BUILD_SECONDS"  # read by bench/cluster_bench.py
-rm -rf "$out" && mv "$out.tmp" "$out"
-echo "built cluster binaries in $(cat "$out/BUILD_SECONDS") s" >&2
-echo "$out"
+  # --- Helm and CoreDNS: their go.mod files have no local replaces, so `go install` works.
+  log "building helm $HELM_VERSION and coredns $COREDNS_VERSION ..."
+  GOBIN="$out.tmp" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+
+  # pause.c ships in the kubernetes module zip; keep it for the pause image.
+  local src
+  src=$(cd "$work/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  cp "$src/build/pause/linux/pause.c" "$out.tmp/pause.c"
+  finish "$out" "$start" "the cluster binaries"
+}
+
+# ---------------------------------------------------------------- metrics-server
+metrics_server_dir() {
+  if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
+    if [[ -x "$KUBELOOP_BIN_DIR/metrics-server" ]]; then dir=$KUBELOOP_BIN_DIR; return; fi
+    log "KUBELOOP_BIN_DIR=$KUBELOOP_BIN_DIR has no metrics-server: using the cache's (built if missing)"
+  fi
+  local out="$cache/bin/metrics-server-$METRICS_SERVER_VERSION"
+  dir=$out
+  all_executable "$out" metrics-server && return
+  need_go "metrics-server"
+  lock "$out"
+  all_executable "$out" metrics-server && return
+  local start
+  start=$(date +%s)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  log "building metrics-server $METRICS_SERVER_VERSION ..."
+  # its go.mod has no replaces, so `go install` resolves it from the proxy as it is; its version is
+  # client-go's (upstream's Makefile sets the same variables)
+  local v=k8s.io/client-go/pkg/version
+  GOBIN="$out.tmp" go install -trimpath \
+    -ldflags "-s -w -X $v.gitVersion=$METRICS_SERVER_VERSION -X $v.gitCommit=module-proxy -X $v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  finish "$out" "$start" "metrics-server"
+}
+
+dir=
+case "${1:-cluster}" in
+  cluster)  # the Kubernetes directory is the one printed (what localcluster.py and the tests read)
+    kubernetes_dir
+    k8s_dir=$dir
+    metrics_server_dir
+    dir=$k8s_dir ;;
+  metrics-server) metrics_server_dir ;;
+  *) log "usage: $0 [cluster|metrics-server]"; exit 2 ;;
+esac
+echo "$dir"

@@ -6,7 +6,8 @@
     localcluster.py status                       what is running, and the kubeconfig to use
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as host processes; with the node,
-containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode) and CoreDNS (in a pod) join them.
+containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode), CoreDNS (in a pod) and metrics-server
+(a host process behind the API server's aggregation layer: `kubectl top`, HorizontalPodAutoscalers) join them.
 Everything the cluster makes lives under STATE_DIR and RUN_DIR, on the bridge `kubeloop0`
 (10.244.0.1/24, the only address the cluster listens on besides loopback), and in iptables chains named
 KUBE-* / CNI-*; `down` removes all of it. Needs root. Standard library only, so it runs before any venv.
@@ -43,6 +44,7 @@ SERVICE_CIDR = "10.96.0.0/24"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
 APISERVER_PORT = 6443
+METRICS_SERVER_PORT = 4443  # on NODE_IP; the kubelet has 10250, upstream's in-pod default
 ETCD_CLIENT = "http://127.0.0.1:23790"
 ETCD_PEER = "http://127.0.0.1:23800"
 
@@ -53,8 +55,11 @@ CONTAINERD_SOCK = RUN_DIR / "containerd" / "containerd.sock"
 SAVED_SYSCTLS = STATE_DIR / "saved-sysctls.json"
 SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
 
+FRONT_PROXY_CLIENT = "front-proxy-client"
+METRICS_SERVER_USER = "kubeloop:metrics-server"
+
 CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-NODE = ["containerd", "kubelet", "kube-proxy"]
+NODE = ["containerd", "kubelet", "kube-proxy", "metrics-server"]
 
 
 def log(msg: str) -> None:
@@ -81,11 +86,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def binaries() -> Path:
-    """The directory of cluster binaries, built (or reused from the cache) by build-binaries.sh."""
-    res = subprocess.run([str(HERE / "build-binaries.sh")], stdout=subprocess.PIPE, text=True)
+def binaries(part: str = "cluster") -> Path:
+    """The directory of a part's binaries, built (or reused from the cache) by build-binaries.sh.
+
+    "cluster": Kubernetes, etcd, Helm and CoreDNS (metrics-server is built with them, in its own
+    directory); "metrics-server": that directory."""
+    res = subprocess.run([str(HERE / "build-binaries.sh"), part], stdout=subprocess.PIPE, text=True)
     if res.returncode != 0:
-        raise SystemExit("building the cluster binaries failed (see the messages above)")
+        raise SystemExit(f"building the {part} binaries failed (see the messages above)")
     return Path(res.stdout.strip().splitlines()[-1])
 
 
@@ -177,8 +185,8 @@ def openssl(*args: str | Path) -> None:
     run("openssl", *args)
 
 
-def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None) -> None:
-    """An EC key and a certificate signed by the cluster CA (client or server usage)."""
+def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None, ca: str = "ca") -> None:
+    """An EC key and a certificate signed by the CA `ca` (client or server usage)."""
     key, crt = PKI / f"{name}.key", PKI / f"{name}.crt"
     if crt.exists():
         return
@@ -200,9 +208,9 @@ def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None
             "-in",
             PKI / f"{name}.csr",
             "-CA",
-            PKI / "ca.crt",
+            PKI / f"{ca}.crt",
             "-CAkey",
-            PKI / "ca.key",
+            PKI / f"{ca}.key",
             "-CAcreateserial",
             "-days",
             "365",
@@ -215,29 +223,34 @@ def make_cert(name: str, subject: str, usage: str, sans: list[str] | None = None
     (PKI / f"{name}.csr").unlink()
 
 
+def make_ca(name: str, common_name: str) -> None:
+    if (PKI / f"{name}.crt").exists():
+        return
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", PKI / f"{name}.key")
+    openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        PKI / f"{name}.key",
+        "-subj",
+        f"/CN={common_name}",
+        "-days",
+        "3650",
+        "-sha256",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out",
+        PKI / f"{name}.crt",
+    )
+
+
 def ensure_pki() -> None:
     PKI.mkdir(parents=True, exist_ok=True)
     os.chmod(PKI, 0o700)
-    if not (PKI / "ca.crt").exists():
-        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", PKI / "ca.key")
-        openssl(
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            PKI / "ca.key",
-            "-subj",
-            "/CN=kubeloop-local-ca",
-            "-days",
-            "3650",
-            "-sha256",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            "-out",
-            PKI / "ca.crt",
-        )
+    make_ca("ca", "kubeloop-local-ca")
     if not (PKI / "sa.key").exists():
         openssl("genrsa", "-out", PKI / "sa.key", "2048")
         openssl("rsa", "-in", PKI / "sa.key", "-pubout", "-out", PKI / "sa.pub")
@@ -263,6 +276,21 @@ def ensure_pki() -> None:
         f"/O=system:nodes/CN=system:node:{NODE_NAME}",
         "serverAuth",
         [f"IP:{NODE_IP}", f"DNS:{NODE_NAME}", "IP:127.0.0.1"],
+    )
+    # The aggregation layer. The API server proxies metrics.k8s.io to metrics-server with this client cert
+    # and the caller's identity in X-Remote-* headers; metrics-server trusts those headers only from a
+    # cert of FRONT_PROXY_CLIENT signed by its own CA (kubeadm's layout: a cert the cluster CA signs,
+    # a CSR approved by the controller-manager among them, cannot assert identities).
+    make_ca("front-proxy-ca", "kubeloop-front-proxy-ca")
+    make_cert("front-proxy-client", f"/CN={FRONT_PROXY_CLIENT}", "clientAuth", ca="front-proxy-ca")
+    # metrics-server's identity towards the API server and the kubelet (RBAC binds this user), and the
+    # serving cert the aggregator verifies by the Service's name (the APIService's caBundle is our CA).
+    make_cert("metrics-server", f"/CN={METRICS_SERVER_USER}", "clientAuth")
+    make_cert(
+        "metrics-server-serving",
+        "/CN=metrics-server",
+        "serverAuth",
+        ["DNS:metrics-server.kube-system.svc", f"IP:{NODE_IP}"],
     )
     for key in PKI.glob("*.key"):
         os.chmod(key, 0o600)
@@ -413,10 +441,30 @@ def start_control_plane(bins: Path) -> None:
             "--profiling=false",
             "--cert-dir",
             STATE_DIR / "apiserver-certs",
+            # the aggregation layer, for metrics.k8s.io (see ensure_pki)
+            "--requestheader-client-ca-file",
+            PKI / "front-proxy-ca.crt",
+            "--requestheader-allowed-names",
+            FRONT_PROXY_CLIENT,
+            "--requestheader-username-headers",
+            "X-Remote-User",
+            "--requestheader-uid-headers",
+            "X-Remote-Uid",
+            "--requestheader-group-headers",
+            "X-Remote-Group",
+            "--requestheader-extra-headers-prefix",
+            "X-Remote-Extra-",
+            "--proxy-client-cert-file",
+            PKI / "front-proxy-client.crt",
+            "--proxy-client-key-file",
+            PKI / "front-proxy-client.key",
+            # reach an aggregated API at its endpoint's address, not its Service's cluster IP: metrics-server
+            # is a host process, and without a node there is no kube-proxy rule for a cluster IP at all
+            "--enable-aggregator-routing=true",
         ],
     )
     write_kubeconfig(KUBECONFIG, "admin")
-    for component in ("controller-manager", "scheduler", "kubelet-client", "kube-proxy"):
+    for component in ("controller-manager", "scheduler", "kubelet-client", "kube-proxy", "metrics-server"):
         write_kubeconfig(STATE_DIR / f"{component}.kubeconfig", component)
     wait_for("the API server to be ready", lambda: kubectl("get", "--raw", "/readyz") == "ok", 120)
     start(
@@ -647,6 +695,63 @@ def start_node(bins: Path) -> None:
         lambda: resolves("kubernetes.default.svc.cluster.local", DNS_SERVICE_IP) == KUBERNETES_SERVICE_IP,
         120,
     )
+    start_metrics_server(binaries("metrics-server"))
+
+
+def start_metrics_server(bins: Path) -> None:
+    """metrics-server on the host, registered as the metrics.k8s.io API; needs the node (it scrapes it)."""
+    apiserver = pid_of("kube-apiserver")
+    if (
+        apiserver
+        and b"--enable-aggregator-routing=true" not in Path(f"/proc/{apiserver}/cmdline").read_bytes()
+    ):
+        # `up` leaves running components alone: one started by an older localcluster.py cannot proxy
+        # metrics.k8s.io, and the APIService would never become available
+        raise SystemExit("the running kube-apiserver has no aggregation layer flags: run `down`, then `up`")
+    start(
+        "metrics-server",
+        [
+            bins / "metrics-server",
+            "--kubeconfig",
+            STATE_DIR / "metrics-server.kubeconfig",
+            "--authentication-kubeconfig",
+            STATE_DIR / "metrics-server.kubeconfig",
+            "--authorization-kubeconfig",
+            STATE_DIR / "metrics-server.kubeconfig",
+            "--bind-address",
+            NODE_IP,
+            "--secure-port",
+            str(METRICS_SERVER_PORT),
+            "--tls-cert-file",
+            PKI / "metrics-server-serving.crt",
+            "--tls-private-key-file",
+            PKI / "metrics-server-serving.key",
+            # the kubelet's serving cert is signed by the cluster CA for NODE_IP (the node's InternalIP):
+            # verify it rather than --kubelet-insecure-tls
+            "--kubelet-certificate-authority",
+            PKI / "ca.crt",
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+            # upstream's manifest: 15s (the default, 60s, makes an HPA react a minute late)
+            "--metric-resolution",
+            "15s",
+        ],
+    )
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=metrics_server_manifests())
+    wait_for(
+        "the metrics.k8s.io API to be available",
+        lambda: (
+            kubectl(
+                "get",
+                "apiservice",
+                "v1beta1.metrics.k8s.io",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Available')].status}",
+            )
+            == "True"
+        ),
+        120,
+    )
 
 
 def resolves(name: str, server: str) -> str | None:
@@ -801,6 +906,99 @@ def coredns_manifests() -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
 
 
+def metrics_server_manifests() -> str:
+    """RBAC as upstream's manifests (bound to the host process's user, not a ServiceAccount), a Service
+    without selector whose Endpoints are metrics-server's host address, and the APIService."""
+    user = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": METRICS_SERVER_USER}
+    labels = {"k8s-app": "metrics-server"}
+
+    def binding(kind: str, name: str, role_kind: str, role: str, namespace: str | None = None) -> dict:  # type: ignore[type-arg]
+        meta = {"name": name, "labels": labels} | ({"namespace": namespace} if namespace else {})
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [user],
+        }
+
+    objects = [
+        {
+            # who may read metrics: aggregated into the view/edit/admin roles
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": "system:aggregated-metrics-reader",
+                "labels": labels
+                | {f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")},
+            },
+            "rules": [
+                {
+                    "apiGroups": ["metrics.k8s.io"],
+                    "resources": ["pods", "nodes"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            # what metrics-server reads: the kubelet's /metrics/resource, and pods and nodes
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:metrics-server", "labels": labels},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+            ],
+        },
+        binding("ClusterRoleBinding", "system:metrics-server", "ClusterRole", "system:metrics-server"),
+        # delegated authentication and authorization of the requests the aggregator forwards
+        binding(
+            "ClusterRoleBinding",
+            "metrics-server:system:auth-delegator",
+            "ClusterRole",
+            "system:auth-delegator",
+        ),
+        binding(
+            "RoleBinding",
+            "metrics-server-auth-reader",
+            "Role",
+            "extension-apiserver-authentication-reader",
+            namespace="kube-system",
+        ),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": labels},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": METRICS_SERVER_PORT}]},
+        },
+        {
+            # v1 Endpoints (the controller-manager mirrors them into an EndpointSlice): the Service has no
+            # selector, its one endpoint is the host process
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": labels},
+            "subsets": [
+                {"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": METRICS_SERVER_PORT}]}
+            ],
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io", "labels": labels},
+            "spec": {
+                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                # verified, unlike upstream's insecureSkipTLSVerify: the serving cert is our CA's
+                "caBundle": base64.b64encode((PKI / "ca.crt").read_bytes()).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
 def kubectl(*args: str, input: str | None = None) -> str:
     bins = Path((RUN_DIR / "bin-dir").read_text())
     return run(
@@ -856,7 +1054,7 @@ def remove_fixed_paths() -> None:
 
 
 def down() -> None:
-    for name in ("kube-proxy", "kubelet"):
+    for name in ("metrics-server", "kube-proxy", "kubelet"):
         stop(name)
     # containers and their shims: kill every process our containerd started, then containerd
     shims = processes_using(str(CONTAINERD_SOCK.parent))
@@ -872,9 +1070,9 @@ def down() -> None:
         if Path("/sys/fs/cgroup/pids/kubepods").exists()
         else []
     ):
-        for pid in tasks.read_text().split():
+        for task in tasks.read_text().split():
             with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(int(task), signal.SIGKILL)
     time.sleep(0.5)
     for point in sorted(mounts_under(STATE_DIR, RUN_DIR), key=len, reverse=True):
         run("umount", "-l", point, check=False, quiet=True)

@@ -21,6 +21,7 @@ CLUSTER_PROGRAMS = (
     "kube-scheduler",
     "kubelet",
     "kube-proxy",
+    "metrics-server",
     "containerd",
     "containerd-shim",
     "coredns",
