@@ -5,15 +5,17 @@
 #   build-binaries.sh                  the cluster: Kubernetes, etcd, Helm, CoreDNS and metrics-server;
 #                                      prints the Kubernetes/etcd/Helm/CoreDNS directory on its last line
 #   build-binaries.sh metrics-server   prints metrics-server's directory on its last line
+#   build-binaries.sh prometheus       Prometheus v3 and promtool (not part of the cluster, built only when
+#                                      asked); prints their directory on its last line
 #
-# Each part has its own cache directory keyed by its own versions, so a new metrics-server
-# never rebuilds Kubernetes (15 minutes cold on 2 cores).
+# Each part has its own cache directory keyed by its own versions, so a new metrics-server or
+# Prometheus never rebuilds Kubernetes (15 minutes cold on 2 cores).
 #
 #   KUBELOOP_CACHE   cache root (default: ${XDG_CACHE_HOME:-~/.cache}/kubeloop)
 #   KUBELOOP_BIN_DIR a directory of ready binaries to use instead of building (all of
 #                    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-#                    kubectl etcd helm coredns must be there; metrics-server is taken from it when
-#                    there, else built into the cache as usual)
+#                    kubectl etcd helm coredns must be there; metrics-server, prometheus and promtool
+#                    are taken from it when there, else built into the cache as usual)
 #
 # Messages go to stderr; stdout carries only directories.
 set -euo pipefail
@@ -138,6 +140,36 @@ metrics_server_dir() {
   finish "$out" "$start" "metrics-server"
 }
 
+# ---------------------------------------------------------------- Prometheus v3
+prometheus_dir() {
+  if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
+    if all_executable "$KUBELOOP_BIN_DIR" prometheus promtool; then dir=$KUBELOOP_BIN_DIR; return; fi
+    log "KUBELOOP_BIN_DIR=$KUBELOOP_BIN_DIR has no prometheus and promtool: using the cache's (built if missing)"
+  fi
+  local out="$cache/bin/prometheus-$PROMETHEUS_VERSION"
+  dir=$out
+  all_executable "$out" prometheus promtool && return
+  need_go "prometheus"
+  lock "$out"
+  all_executable "$out" prometheus promtool && return
+  local start mod release
+  start=$(date +%s)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  mod=github.com/prometheus/prometheus
+  # Prometheus v3.X.Y is published to Go as v0.3XX.Y; the release it stands for is in the module's VERSION file.
+  release=$(cat "$(go mod download -json "$mod@$PROMETHEUS_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')/VERSION")
+  log "building prometheus $release (module $mod $PROMETHEUS_VERSION) and promtool ..."
+  local v=github.com/prometheus/common/version
+  # Service discovery: kubernetes only (besides static, file and http, always there). remove_all_sd drops
+  # the cloud SDKs (AWS, Azure, GCE, ...), most of what there is to compile. Without upstream's
+  # builtinassets tag the web UI is not embedded (npm builds its assets; the module has none): the HTTP
+  # API, scraping, rules and remote write all work.
+  GOBIN="$out.tmp" go install -trimpath -tags netgo,remove_all_sd,enable_kubernetes_sd \
+    -ldflags "-s -w -X $v.Version=$release -X $v.Revision=module-proxy-$PROMETHEUS_VERSION -X $v.Branch=release-${release%.*} -X $v.BuildUser=kubeloop -X $v.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)" \
+    "$mod/cmd/prometheus@$PROMETHEUS_VERSION" "$mod/cmd/promtool@$PROMETHEUS_VERSION"
+  finish "$out" "$start" "prometheus $release"
+}
+
 dir=
 case "${1:-cluster}" in
   cluster)  # the Kubernetes directory is the one printed (what localcluster.py and the tests read)
@@ -146,6 +178,7 @@ case "${1:-cluster}" in
     metrics_server_dir
     dir=$k8s_dir ;;
   metrics-server) metrics_server_dir ;;
-  *) log "usage: $0 [cluster|metrics-server]"; exit 2 ;;
+  prometheus) prometheus_dir ;;
+  *) log "usage: $0 [cluster|metrics-server|prometheus]"; exit 2 ;;
 esac
 echo "$dir"
