@@ -26,7 +26,7 @@ class Transition:
     def event_type(self) -> str:
         bad = self.status == "False" and self.type in ("Ready", "Succeeded", "GatePassed", "Validated")
         bad = bad or (self.status == "True" and self.type in ("Failed", "Degraded", "Drifted", "SLOViolated"))
-        bad = bad or self.reason in ("StatusRejected", "ReconcileError")
+        bad = bad or self.reason in ("StatusRejected", "ReconcileError", "RolledBack", "ModelRejected")
         return "Warning" if bad else "Normal"
 
 
