@@ -123,3 +123,21 @@ def test_a_rejection_holds_for_its_generation_only():
     assert rejected_now(rejected, SHA, 3) is not None
     assert rejected_now(rejected, SHA, 4) is None
     assert rejected_now(rejected, "cd" * 32, 3) is None
+
+
+def test_a_rejected_model_falls_back_to_the_serving_one_then_the_one_before() -> None:
+    from kubeloop.controllers.modeldeployment import not_rejected
+
+    bad, good, older = ({"uri": f"s3://m/{c}", "sha256": c * 64} for c in "abc")
+    rejected = [{"sha256": "a" * 64, "generation": 2, "reason": "Monitor slo", "message": "errorRate: 9 %"}]
+    # A canary of the bad model was rolled back: the serving model stays.
+    chosen, said = not_rejected(bad, good, older, rejected, 2)
+    assert chosen["sha256"] == good["sha256"] and "Monitor slo" in said
+    # A Monitor rolled back the model serving: the one before it comes back.
+    chosen, _ = not_rejected(bad, bad, good, rejected, 2)
+    assert chosen["sha256"] == good["sha256"]
+    # Nothing else to serve: it stays, and says so.
+    chosen, said = not_rejected(bad, bad, None, rejected, 2)
+    assert chosen["sha256"] == bad["sha256"] and "no previous model" in said
+    # A new generation of the spec may try it again.
+    assert not_rejected(bad, good, older, rejected, 3) == (bad, "")

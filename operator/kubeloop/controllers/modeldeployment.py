@@ -185,26 +185,9 @@ def reconcile(ctx: Context) -> BaseModel:
     fields: Obj = {}
     progressing: Progress | None = None
     rejected = monitor_rejections(ctx, serving, fields)
-    hit = canary.rejected_now(rejected, wanted["sha256"], ctx.generation)
-    if hit is not None:
-        # Rolled back under this generation: serve the model before it, never the rejected one again.
-        fallback = next(
-            (
-                m
-                for m in (serving, status.get("previousModel"))
-                if m
-                and m["sha256"] != wanted["sha256"]
-                and canary.rejected_now(rejected, m["sha256"], ctx.generation) is None
-            ),
-            None,
-        )
-        said = f"model {wanted['sha256'][:12]} was rolled back ({hit['reason']}: {hit['message']})"[:800]
-        if fallback is None:
-            said += "; there is no previous model to go back to, so it still serves"
-        else:
-            said += f"; model {fallback['sha256'][:12]} serves"
-            wanted = {k: fallback[k] for k in ("uri", "sha256", "trainingJob") if fallback.get(k)}
-        progressing = ("False", Reason.MODEL_REJECTED, f"{said}; change the spec to try it again")
+    wanted, said = not_rejected(wanted, serving, status.get("previousModel"), rejected, ctx.generation)
+    if said:
+        progressing = ("False", Reason.MODEL_REJECTED, said)
     rollout = spec.rollout
     canary_wanted = (
         rollout is not None
@@ -295,6 +278,32 @@ def reconcile(ctx: Context) -> BaseModel:
         ctx.conditions.set(ConditionType.PROGRESSING, *progressing)
         finish_promotion(ctx, stable_model, ready and listed >= min(wanted_replicas, ready_replicas), fields)
     return ctx.updated(fields)
+
+
+def not_rejected(
+    wanted: Model, serving: Model | None, previous: Model | None, rejected: list[Obj], generation: int
+) -> tuple[Model, str]:
+    """The model to roll out: ``wanted``, unless it was rolled back under this generation of the spec; then
+    the one serving, or the one before it, whichever was not rolled back too (and why, for Progressing).
+    With nothing else to go back to, the rejected model stays. Pure."""
+    hit = canary.rejected_now(rejected, wanted["sha256"], generation)
+    if hit is None:
+        return wanted, ""
+    fallback = next(
+        (
+            m
+            for m in (serving, previous)
+            if m
+            and m["sha256"] != wanted["sha256"]
+            and canary.rejected_now(rejected, m["sha256"], generation) is None
+        ),
+        None,
+    )
+    said = f"model {wanted['sha256'][:12]} was rolled back ({hit['reason']}: {hit['message']})"[:800]
+    if fallback is None:
+        return wanted, f"{said}; there is no previous model to go back to, so it still serves"
+    chosen = {k: fallback[k] for k in ("uri", "sha256", "trainingJob") if fallback.get(k)}
+    return chosen, f"{said}; model {fallback['sha256'][:12]} serves; change the spec to try it again"
 
 
 def served_model(model: Model, serving: Model | None) -> Obj:
