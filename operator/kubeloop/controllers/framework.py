@@ -132,6 +132,7 @@ def status_patch(old: Obj, new: Obj) -> Obj:
 def post_event(body: Obj, type_: str, reason: str, message: str, logger: Logger) -> None:
     """An Event on the object through kopf's poster (it batches and retries); the log has it too."""
     logger.info("%s %s: %s", type_, reason, message)
+    metrics.observe_event(body, reason)
     # Outside kopf's handlers (unit use) there is no poster: the log line above is all there is.
     with contextlib.suppress(LookupError):
         kopf.event(body, type=type_, reason=reason, message=message[:1024])  # type: ignore[arg-type]

@@ -17,6 +17,19 @@ DURATION = Histogram("kubeloop_operator_reconcile_duration_seconds", "Reconcile 
 OBJECTS = Gauge(
     "kubeloop_operator_objects", "Objects by kind and condition status.", ["kind", "condition", "status"]
 )
+# What the operator decided, as Prometheus sees it: a canary RolledBack or Promoted, a Monitor's Retrain or
+# Rollback (the alerting rules and the dashboard in helm/kubeloop/files count these).
+EVENTS = Counter(
+    "kubeloop_operator_events",
+    "Events the operator posted, by object and reason (RolledBack, CanaryPromoting, Retrain, ...).",
+    ["kind", "namespace", "name", "reason"],
+)
+# Reasons whose series exist at 0 from an object's first reconcile: increase() sees no rise in a series
+# that is born at 1, so without them the first rollback or retrain of an object would never alert.
+ZERO_EVENTS = {
+    "ModelDeployment": ("CanaryStarted", "CanaryPromoting", "RolledBack"),
+    "Monitor": ("Rollback", "Retrain", "RetrainLimit"),
+}
 
 MONITOR_VERDICT = Gauge(
     "kubeloop_monitor_check_verdict",
@@ -38,6 +51,8 @@ _lock = threading.Lock()
 # (kind, namespace, name) -> {condition type: status}, to count objects by condition.
 _conditions: dict[tuple[str, str, str], dict[str, str]] = {}
 _counts: Tally[tuple[str, str, str]] = Tally()
+# (kind, namespace, name) -> the reasons with an EVENTS series, removed with the object.
+_events: dict[tuple[str, str, str], set[str]] = {}
 _server_started = False
 
 
@@ -56,6 +71,30 @@ def observe_conditions(kind: str, namespace: str, name: str, conditions: list[di
             _counts[(kind, ctype, cstatus)] += 1
         for labels in {(kind, t, s) for t, s in (*old.items(), *new.items())}:
             OBJECTS.labels(*labels).set(_counts[labels])
+        if conditions is None:
+            for reason in _events.pop(key, set()):
+                EVENTS.remove(kind, namespace, name, reason)
+        else:
+            _event_reasons(key)
+
+
+def observe_event(body: dict[str, Any], reason: str) -> None:
+    """Count an Event posted on ``body`` (an object of the operator's kinds)."""
+    meta = body.get("metadata") or {}
+    key = (str(body.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+    with _lock:
+        _event_reasons(key).add(reason)
+        EVENTS.labels(*key, reason).inc()
+
+
+def _event_reasons(key: tuple[str, str, str]) -> set[str]:
+    """The reasons with a series for this object; on first sight, ZERO_EVENTS' made at 0 (lock held)."""
+    reasons = _events.get(key)
+    if reasons is None:
+        reasons = _events[key] = set(ZERO_EVENTS.get(key[0], ()))
+        for reason in reasons:
+            EVENTS.labels(*key, reason)
+    return reasons
 
 
 def observe_monitor(namespace: str, monitor: str, checks: Sequence[Any], scores: dict[str, float]) -> None:
