@@ -49,7 +49,7 @@ def test_the_hpa_scales_the_stable_pods_and_leaves_a_canary_alone(
             "autoscaling": {
                 "minReplicas": 1,
                 "maxReplicas": 3,
-                "targetCPUUtilization": 50,
+                "targetCpuUtilization": 50,
                 "scaleDownStabilization": "15s",
             },
             "rollout": {

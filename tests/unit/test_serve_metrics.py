@@ -124,3 +124,27 @@ def test_counts_are_exact_whatever_the_batch_sizes(model: Model, batch_rows: int
     predicted = np.bincount(model.predict(x).labels, minlength=3).tolist()
     by_class = series(text, "kubeloop_predictions_total")
     assert [by_class[f'model="logistic-regression",class="{c}"'] for c in ("low", "mid", "high")] == predicted
+
+
+def test_float32_inputs_fall_in_the_bins_training_counted_them_in(tmp_path: Path) -> None:
+    """Training bins float64 data; the same rows arrive as float32 (5.8 becomes 5.8000002). Sent back
+    unchanged, they must land in the baseline's own bins: iris traffic otherwise showed PSI 0.74 against
+    its own training data, because its many repeated values sit exactly on the quantile edges."""
+    from sklearn.datasets import load_iris
+
+    from kubeloop import stats
+
+    build_model_dir(tmp_path, "logistic_regression", n_features=20)
+    data = load_iris().data  # float64, values with one decimal, many repeated
+    column = np.resize(data[:, 0], 2000)
+    baseline = json.loads((tmp_path / "baseline.json").read_text())
+    baseline["features"]["f0"] = stats.numeric_summary(column)
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    model = Model(tmp_path)
+    metrics = Metrics(model)
+    x = np.zeros((len(column), 20), np.float32)
+    x[:, 0] = column  # float64 -> float32, as a V2 FP32 request carries it
+    metrics.batch(x, model.predict(x))
+    metrics.flush()
+    got = metrics.numeric.counts[0, : len(baseline["features"]["f0"]["counts"])].tolist()
+    assert got == baseline["features"]["f0"]["counts"]

@@ -61,7 +61,7 @@ class Autoscaling(KubeloopModel):
     max_replicas: Annotated[int, Field(ge=1, le=100)]
     """maxReplicas is the most replicas."""
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 80
-    """targetCPUUtilization is the average CPU use, in percent of requests, to scale at."""
+    """targetCpuUtilization is the average CPU use, in percent of requests, to scale at."""
     scale_down_stabilization: Duration = "5m"
     """scaleDownStabilization: the HPA scales down to the highest recommendation of this long a window,
     so a short lull does not remove pods that the next burst needs."""
