@@ -123,10 +123,10 @@ def test_drift_is_flagged_by_feature_and_the_retrained_model_rolls_out_by_itself
     )
     drifted = wait_condition(kubectl, "monitor", "iris", namespace, "Drifted", timeout=120)
     print("drifted:", drifted)
-    assert drifted["reason"] == "DriftDetected" and "petal length" in drifted["message"], drifted
+    assert drifted["reason"] == "DriftDetected" and "petal_length" in drifted["message"], drifted
     mon = status(kubectl, "monitor", "iris", namespace)
     worst = mon["features"][0]
-    assert worst["feature"].startswith("petal length") and worst["verdict"] == "fail", mon["features"]
+    assert worst["feature"].startswith("petal_length") and worst["verdict"] == "fail", mon["features"]
     wait_for(lambda: status(kubectl, "monitor", "iris", namespace).get("retrains") == 1, 60, "a retrain")
     mon = status(kubectl, "monitor", "iris", namespace)
     retrained = mon["lastAction"]["trainingJob"]
