@@ -192,3 +192,23 @@ def cel(*rules: tuple[str, str], one_of_required: tuple[tuple[str, ...], ...] = 
     if one_of_required:
         extra["oneOf"] = [{"required": list(group)} for group in one_of_required]
     return ConfigDict(json_schema_extra=extra)
+
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
+class Check(KubeloopModel):
+    """One analysis check (a canary step's, a Monitor's) over its window of traffic."""
+
+    name: Literal["errorRate", "latencyP99", "predictionDistance", "inputDrift"]
+    """name of the check."""
+    verdict: Verdict
+    """verdict: pass, fail, or inconclusive (too little evidence: too few requests, no baseline)."""
+    value: float | None = None
+    """value measured (error share, p99 in ms, prediction distance, the worst feature's drift score)."""
+    threshold: float
+    """threshold it was held to."""
+    samples: Annotated[float, Field(ge=0)]
+    """samples (requests or values) the verdict rests on."""
+    message: Annotated[str, Field(max_length=1024)]
+    """message says why, with the numbers."""

@@ -9,6 +9,7 @@ from pydantic import Field, JsonValue
 from kubeloop.api.common import (
     AGE,
     ArtifactURI,
+    Check,
     Conditions,
     Duration,
     Kind,
@@ -210,25 +211,7 @@ class ServedModel(KubeloopModel):
 
 
 Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
-Verdict = Literal["pass", "fail", "inconclusive"]
 Message = Annotated[str, Field(max_length=1024)]
-
-
-class Check(KubeloopModel):
-    """One analysis check over the step's window."""
-
-    name: Literal["errorRate", "latencyP99", "predictionDistance", "inputDrift"]
-    """name of the check."""
-    verdict: Verdict
-    """verdict: pass, fail, or inconclusive (too little evidence yet)."""
-    value: float | None = None
-    """value measured (error share, p99 in ms, distance, worst PSI)."""
-    threshold: float
-    """threshold from the analysis."""
-    samples: Annotated[float, Field(ge=0)]
-    """samples (requests or input values) the verdict rests on."""
-    message: Message
-    """message says why, with the numbers."""
 
 
 class CanaryStatus(KubeloopModel):

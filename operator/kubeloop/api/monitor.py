@@ -8,6 +8,7 @@ from pydantic import Field, JsonValue
 
 from kubeloop.api.common import (
     AGE,
+    Check,
     Conditions,
     Duration,
     Kind,
@@ -139,23 +140,6 @@ class MonitorSpec(KubeloopModel):
 Verdict = Literal["pass", "fail", "inconclusive"]
 Message = Annotated[str, Field(max_length=1024)]
 Sha = Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
-
-
-class Check(KubeloopModel):
-    """One check of the last run."""
-
-    name: Literal["errorRate", "latencyP99", "inputDrift"]
-    """name of the check."""
-    verdict: Verdict
-    """verdict: pass, fail, or inconclusive (too little traffic, no baseline)."""
-    value: float | None = None
-    """value measured (error share, p99 in ms, the worst feature's score)."""
-    threshold: float
-    """threshold it was held to."""
-    samples: Annotated[float, Field(ge=0)]
-    """samples (requests, or the fewest values of a judged feature) the verdict rests on."""
-    message: Message
-    """message says why, with the numbers."""
 
 
 class FeatureScore(KubeloopModel):

@@ -377,14 +377,7 @@ def listed_endpoints(ctx: Context, pods: list[Obj], sha256: str) -> int:
 def apply_stable(ctx: Context, spec: ModelDeploymentSpec, model: Model) -> Obj:
     """The stable Deployment; one made before canaries existed has a selector without the track label,
     which cannot be changed in place: it is replaced (its pods stop, the new ones start)."""
-    manifest = deployment(
-        name=ctx.name,
-        namespace=ctx.namespace,
-        spec=spec,
-        uri=model["uri"],
-        sha256=model["sha256"],
-        settings=ctx.settings,
-    )
+    manifest = server_manifest(ctx, spec, model)
     live = ctx.cache.child("Deployment", "ModelDeployment", ctx.namespace, ctx.name, ctx.name)
     if live is not None and live.get("spec", {}).get("selector") != manifest["spec"]["selector"]:
         ctx.event("Normal", "DeploymentReplaced", "the Deployment's selector changed; it is replaced")
@@ -426,7 +419,7 @@ def canary_step(
         )
     if current["phase"] == "Promoting":
         fields["canary"] = current
-        applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
+        applied(ctx, server_manifest(ctx, spec, wanted, CANARY, int(current["replicas"])))
         ctx.requeue_after(canary.SCRAPE_SECONDS)
         progressing = (
             "True",
@@ -435,7 +428,7 @@ def canary_step(
         )
         return wanted, progressing
 
-    live = applied(ctx, canary_manifest(ctx, spec, wanted, int(current["replicas"])))
+    live = applied(ctx, server_manifest(ctx, spec, wanted, CANARY, int(current["replicas"])))
     ready, _, ready_count, _ = rollout_state(live, sha)
     pods = ctx.cache.children("Pod", "ModelDeployment", ctx.namespace, ctx.name)
     canary_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_TRACK) == CANARY]
@@ -593,7 +586,9 @@ def rollout_result(model: Model, result: str, decision: canary.StepDecision, now
     return {k: v for k, v in found.items() if v is not None}
 
 
-def canary_manifest(ctx: Context, spec: ModelDeploymentSpec, model: Model, replicas: int) -> Obj:
+def server_manifest(
+    ctx: Context, spec: ModelDeploymentSpec, model: Model, track: str = STABLE, replicas: int | None = None
+) -> Obj:
     return deployment(
         name=ctx.name,
         namespace=ctx.namespace,
@@ -601,7 +596,7 @@ def canary_manifest(ctx: Context, spec: ModelDeploymentSpec, model: Model, repli
         uri=model["uri"],
         sha256=model["sha256"],
         settings=ctx.settings,
-        track=CANARY,
+        track=track,
         replicas=replicas,
     )
 
