@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """A real single-node Kubernetes built from upstream parts, for development, the demo and the tests.
 
-    localcluster.py up [--control-plane-only]   start (idempotent)
+    localcluster.py up [--control-plane-only] [--with-prometheus]   start (idempotent)
+    localcluster.py prometheus [--stop]          start (or stop) Prometheus beside a running cluster
     localcluster.py down                         stop and remove everything it made
     localcluster.py status                       what is running, and the kubeconfig to use
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as host processes; with the node,
 containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode), CoreDNS (in a pod) and metrics-server
 (a host process behind the API server's aggregation layer: `kubectl top`, HorizontalPodAutoscalers) join them.
+Prometheus is optional (`up --with-prometheus`, KUBELOOP_WITH_PROMETHEUS=1, or `prometheus` later): a host
+process on 127.0.0.1:9090 that finds the inference servers and the operator by kubernetes_sd_configs and
+evaluates the chart's alerting rules (helm/kubeloop/files/rules.yaml).
 Everything the cluster makes lives under STATE_DIR and RUN_DIR, on the bridge `kubeloop0`
 (10.244.0.1/24, the only address the cluster listens on besides loopback), and in iptables chains named
 KUBE-* / CNI-*; `down` removes all of it. Needs root. Standard library only, so it runs before any venv.
@@ -57,6 +61,11 @@ SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"
 
 FRONT_PROXY_CLIENT = "front-proxy-client"
 METRICS_SERVER_USER = "kubeloop:metrics-server"
+PROMETHEUS_USER = "kubeloop:prometheus"
+PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+# 4 scrapes in 20s: the rules' 5m windows and the dashboard's rates have samples soon after a pod starts
+PROMETHEUS_SCRAPE_INTERVAL = "5s"
+PROMETHEUS_DIR = STATE_DIR / "prometheus"
 
 CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 NODE = ["containerd", "kubelet", "kube-proxy", "metrics-server"]
@@ -754,6 +763,142 @@ def start_metrics_server(bins: Path) -> None:
     )
 
 
+def start_prometheus(bins: Path) -> None:
+    """Prometheus on the host: pods found through the API server (its own user, allowed to list and watch
+    pods; the cluster CA verifies the API server), scraped at their pod IPs on the bridge."""
+    if not pid_of("kube-apiserver"):
+        raise SystemExit("Prometheus needs the cluster: run `up` first")
+    make_cert("prometheus", f"/CN={PROMETHEUS_USER}", "clientAuth")
+    os.chmod(PKI / "prometheus.key", 0o600)
+    write_kubeconfig(STATE_DIR / "prometheus.kubeconfig", "prometheus")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=prometheus_rbac())
+    PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
+    (PROMETHEUS_DIR / "prometheus.yml").write_text(
+        json.dumps(prometheus_config(STATE_DIR / "prometheus.kubeconfig"), indent=1)
+    )
+    start(
+        "prometheus",
+        [
+            bins / "prometheus",
+            "--config.file",
+            PROMETHEUS_DIR / "prometheus.yml",
+            "--storage.tsdb.path",
+            PROMETHEUS_DIR / "data",
+            "--web.listen-address",
+            PROMETHEUS_ADDRESS,
+        ],
+    )
+    wait_for("Prometheus to be ready", lambda: http_ok(f"http://{PROMETHEUS_ADDRESS}/-/ready"), 60)
+    log(f"Prometheus: http://{PROMETHEUS_ADDRESS} (config {PROMETHEUS_DIR / 'prometheus.yml'})")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as res:
+            return bool(res.status == 200)
+    except OSError:
+        return False
+
+
+def prometheus_config(kubeconfig: Path) -> dict:  # type: ignore[type-arg]
+    """The scrape configuration (JSON is YAML): the pods annotated prometheus.io/scrape (the inference
+    servers), and the operator's metrics port. The labels are those the chart's PodMonitors give and its
+    rules and dashboard group by (namespace, pod, modeldeployment, track); the operator's series keep
+    their own namespace (honor_labels): the Monitor's or ModelDeployment's, not the operator pod's."""
+    sd = [{"role": "pod", "kubeconfig_file": str(kubeconfig)}]
+    running = [
+        # a pod's init containers (the model fetch) and pods that stopped are no targets
+        {"source_labels": ["__meta_kubernetes_pod_container_init"], "regex": "true", "action": "drop"},
+        {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+    ]
+
+    def copy(meta: str, label: str) -> dict[str, object]:
+        return {"source_labels": [f"__meta_kubernetes_{meta}"], "target_label": label}
+
+    return {
+        "global": {
+            "scrape_interval": PROMETHEUS_SCRAPE_INTERVAL,
+            "evaluation_interval": PROMETHEUS_SCRAPE_INTERVAL,
+        },
+        "rule_files": [str(REPO / "helm" / "kubeloop" / "files" / "rules.yaml")],
+        "scrape_configs": [
+            {
+                "job_name": "kubeloop-servers",
+                "kubernetes_sd_configs": sd,
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "regex": "true",
+                        "action": "keep",
+                    },
+                    *running,
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                        "regex": "(.+)",
+                        "target_label": "__metrics_path__",
+                    },
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_ip",
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                        ],
+                        "regex": "(.+);([0-9]+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    copy("namespace", "namespace"),
+                    copy("pod_name", "pod"),
+                    copy("pod_label_kubeloop_io_modeldeployment", "modeldeployment"),
+                    copy("pod_label_kubeloop_io_track", "track"),
+                ],
+            },
+            {
+                "job_name": "kubeloop-operator",
+                "honor_labels": True,
+                "kubernetes_sd_configs": sd,
+                "relabel_configs": [
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                            "__meta_kubernetes_pod_label_app_kubernetes_io_component",
+                            "__meta_kubernetes_pod_container_port_name",
+                        ],
+                        "regex": "kubeloop;operator;metrics",
+                        "action": "keep",
+                    },
+                    *running,
+                    copy("pod_name", "pod"),
+                ],
+            },
+        ],
+    }
+
+
+def prometheus_rbac() -> str:
+    """Prometheus's user may list and watch pods (kubernetes_sd_configs role pod), nothing else."""
+    labels = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "localcluster"}
+    objects = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": PROMETHEUS_USER, "labels": labels},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": PROMETHEUS_USER, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": PROMETHEUS_USER,
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PROMETHEUS_USER}],
+        },
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
 def resolves(name: str, server: str) -> str | None:
     """The first A record for `name` from the DNS server at `server`:53 (one UDP query), or None."""
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0\x00\x01\x00\x01"
@@ -1054,7 +1199,7 @@ def remove_fixed_paths() -> None:
 
 
 def down() -> None:
-    for name in ("metrics-server", "kube-proxy", "kubelet"):
+    for name in ("prometheus", "metrics-server", "kube-proxy", "kubelet"):
         stop(name)
     # containers and their shims: kill every process our containerd started, then containerd
     shims = processes_using(str(CONTAINERD_SOCK.parent))
@@ -1095,7 +1240,7 @@ def down() -> None:
 # ---------------------------------------------------------------- entry points
 
 
-def up(control_plane_only: bool) -> None:
+def up(control_plane_only: bool, with_prometheus: bool = False) -> None:
     if os.geteuid() != 0:
         raise SystemExit("the local cluster needs root (it runs containerd, the kubelet and iptables)")
     t0 = time.monotonic()
@@ -1112,6 +1257,8 @@ def up(control_plane_only: bool) -> None:
     start_control_plane(bins)
     if not control_plane_only:
         start_node(bins)
+    if with_prometheus:
+        start_prometheus(binaries("prometheus"))
     mode = "control plane only" if control_plane_only else "control plane and node"
     log(f"up ({mode}) in {time.monotonic() - t0:.1f}s; KUBECONFIG={KUBECONFIG}")
 
@@ -1120,6 +1267,9 @@ def status() -> int:
     running = {name: pid_of(name) for name in CONTROL_PLANE + NODE}
     for name, pid in running.items():
         print(f"{name:24} {f'running (pid {pid})' if pid else 'stopped'}")
+    prometheus = pid_of("prometheus")
+    said = f"running (pid {prometheus}), http://{PROMETHEUS_ADDRESS}" if prometheus else "stopped (optional)"
+    print(f"{'prometheus':24} {said}")
     print(f"kubeconfig               {KUBECONFIG if KUBECONFIG.exists() else '(none)'}")
     if running["kube-apiserver"]:
         print(kubectl("get", "nodes", "-o", "wide"))
@@ -1133,6 +1283,15 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start the cluster (idempotent)")
     up_parser.add_argument("--control-plane-only", action="store_true", help="API server without a node")
+    up_parser.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        default=os.environ.get("KUBELOOP_WITH_PROMETHEUS", "") not in ("", "0"),
+        help=f"also Prometheus on {PROMETHEUS_ADDRESS} (default from KUBELOOP_WITH_PROMETHEUS)",
+    )
+    sub.add_parser("prometheus", help="start Prometheus beside the running cluster").add_argument(
+        "--stop", action="store_true", help="stop it instead (its data goes with `down`)"
+    )
     sub.add_parser("down", help="stop the cluster and remove everything it made")
     sub.add_parser("status", help="show what is running")
     sub.add_parser("import", help="import image tarballs into the node's containerd").add_argument(
@@ -1140,7 +1299,12 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.command == "up":
-        up(args.control_plane_only)
+        up(args.control_plane_only, args.with_prometheus)
+    elif args.command == "prometheus":
+        if args.stop:
+            stop("prometheus")
+        else:
+            start_prometheus(binaries("prometheus"))
     elif args.command == "down":
         down()
     elif args.command == "import":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,21 @@ def test_dashboard_has_the_panels_and_every_query_parses() -> None:
             )
             assert res.returncode == 0, f"variable {var['name']}: {res.stderr}"
     assert set(variables) >= {"datasource", "namespace", "modeldeployment", "monitor"}
+
+
+def test_the_local_clusters_prometheus_config_is_valid_and_loads_the_rules(tmp_path: Path) -> None:
+    """cluster/localcluster.py's scrape config (written when it starts Prometheus) passes promtool, with
+    the chart's rules file in it."""
+    sys.path.insert(0, str(REPO / "cluster"))
+    try:
+        import localcluster
+    finally:
+        sys.path.remove(str(REPO / "cluster"))
+    kubeconfig = tmp_path / "prometheus.kubeconfig"
+    kubeconfig.write_text("{}")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps(localcluster.prometheus_config(kubeconfig)))
+    res = promtool("check", "config", config)
+    assert res.returncode == 0, res.stdout + res.stderr
+    found = f"SUCCESS: {len(alert_names(yaml.safe_load(RULES.read_text())))} rules found"
+    assert f"Checking {RULES}" in res.stdout and found in res.stdout

@@ -22,6 +22,7 @@ CLUSTER_PROGRAMS = (
     "kubelet",
     "kube-proxy",
     "metrics-server",
+    "prometheus",  # optional: up --with-prometheus, or tests/e2e/test_dashboard.py
     "containerd",
     "containerd-shim",
     "coredns",
