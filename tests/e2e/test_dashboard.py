@@ -1,0 +1,214 @@
+"""The Grafana dashboard and the alerting rules against a real Prometheus beside the local cluster: every
+panel's query returns data, and the alerts see the same labels.
+
+Prometheus finds the inference servers and the operator by kubernetes_sd_configs (cluster/localcluster.py
+`prometheus`, started here unless one runs already). A ModelDeployment serves a model with a second one in
+canary beside it, a Monitor watches it with a drift check and a retrain action, and a load generator sends
+rows with one feature shifted: drift, a retrain, a canary, traffic on both tracks. Then each panel's query,
+with Grafana's template variables filled in, goes through Prometheus's HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeloop.runtime.serve.examples import build_model_dir, training_data
+from support.bad_models import derive, publish_model
+from support.cluster import LOCALCLUSTER
+from support.e2e import Kubectl, Obj, apply, status, training_job, wait_condition, wait_for
+from support.load import start_load, stop_load
+from support.prometheus import dashboard, panel_queries, prometheus_bin_dir, substitute
+
+PROMETHEUS = "http://127.0.0.1:9090"
+SHIFTED = 0  # the feature (column) the traffic shifts
+# Grafana's $__rate_interval is at least 4 scrape intervals; localcluster.py scrapes every 5s.
+RATE_INTERVAL = "20s"
+
+
+def api(path: str, **params: str) -> Any:
+    url = f"{PROMETHEUS}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as res:
+        body = json.loads(res.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def ready() -> bool:
+    try:
+        with urllib.request.urlopen(f"{PROMETHEUS}/-/ready", timeout=2) as res:
+            return bool(res.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def prometheus(node: Path) -> Iterator[str]:
+    """Prometheus beside the cluster: the one running, or one started here and stopped afterwards."""
+    prometheus_bin_dir()  # skips, saying why, when it cannot be built
+    started = not ready()
+    if started:
+        subprocess.run([*LOCALCLUSTER, "prometheus"], check=True)
+    try:
+        yield PROMETHEUS
+    finally:
+        if started:
+            subprocess.run([*LOCALCLUSTER, "prometheus", "--stop"], check=True)
+
+
+def md(name: str, model: Obj) -> Obj:
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": model,
+            "replicas": 2,
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            # the next model stays in canary beside the stable one while the dashboard is read
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": 50, "pause": "30m"}],
+                "progressDeadline": "1h",
+            },
+        },
+    }
+
+
+def test_every_dashboard_query_returns_data(
+    kubectl: Kubectl,
+    namespace: str,
+    operator_installed: dict[str, str],
+    prometheus: str,
+    tmp_path: Path,
+) -> None:
+    build_model_dir(tmp_path / "a", kind="logistic_regression", name="dash")
+    derive(tmp_path / "a", tmp_path / "b", "slow", milliseconds=1)  # same answers, a new digest
+    features = json.loads((tmp_path / "a" / "model-card.json").read_text())["features"]
+    models = {}
+    for part in ("a", "b"):
+        uri, sha = publish_model(kubectl, namespace, tmp_path / part, operator_installed["trainer"])
+        models[part] = {"uri": uri, "sha256": sha}
+    apply(kubectl, namespace, md("dash", models["a"]))
+    wait_condition(
+        kubectl, "modeldeployment", "dash", namespace, "Ready", timeout=180, unless=("Degraded", "True")
+    )
+    kubectl(
+        "patch", "modeldeployment", "dash", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"model": models["b"]}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            (status(kubectl, "modeldeployment", "dash", namespace).get("canary") or {}).get("phase")
+            == "Analysing"
+        ),
+        180,
+        "the canary to serve",
+        interval=3,
+    )
+    watcher = {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "Monitor",
+        "metadata": {"name": "dash"},
+        "spec": {
+            "deploymentRef": {"name": "dash"},
+            "interval": "10s",
+            "slo": {"maxErrorRate": 0.05, "window": "40s", "minRequests": 30},
+            "drift": {"method": "psi", "window": "40s"},
+            # its TrainingJob waits for a Dataset that never comes: the retrain decision is what counts
+            "actions": {
+                "retrain": {
+                    "template": {"spec": training_job("x", "LogisticRegression")["spec"]},
+                    "coolDown": "1h",
+                    "maxRetrains": 1,
+                }
+            },
+        },
+    }
+    apply(kubectl, namespace, watcher)
+    x, _ = training_data("logistic_regression", 20)
+    rows = [[round(float(v), 4) for v in r] for r in x[:300]]
+    # +1 standard deviation: values still in every bin. (A shift that leaves the lowest bins without a
+    # value in the window, +4, was judged inconclusive, not a drift: the Monitor's window keeps only the
+    # buckets that grew, and a feature missing some of its baseline's buckets is left out.)
+    load = start_load(kubectl, namespace, "dash", operator_installed["trainer"], rows, shift={SHIFTED: 1.0})
+    try:
+        wait_for(
+            lambda: status(kubectl, "monitor", "dash", namespace).get("retrains") == 1,
+            180,
+            "a retrain",
+            interval=3,
+        )
+        board = dashboard()
+        variables = {
+            "namespace": namespace,
+            "modeldeployment": "dash",
+            "monitor": "dash",
+            "__rate_interval": RATE_INTERVAL,
+        }
+
+        seen: dict[str, list[Obj]] = {}
+
+        def every_panel_has_data() -> bool:
+            for title, expr in panel_queries(board):
+                seen[title] = api("/api/v1/query", query=substitute(expr, variables))["result"]
+            return all(seen.values())
+
+        try:
+            wait_for(every_panel_has_data, 120, "data for every panel", interval=5)
+        except AssertionError:
+            targets = api("/api/v1/targets", state="active")["activeTargets"]
+            pytest.fail(
+                f"no data for {[t for t, r in seen.items() if not r]}\nresults: {json.dumps(seen)[:3000]}\n"
+                f"targets: {json.dumps([(t['labels'], t['health'], t['lastError']) for t in targets])[:3000]}"
+            )
+        by_title = seen
+        print(json.dumps(by_title, indent=1)[:6000])
+
+        # what the panels show is what happened
+        tracks = {s["metric"]["track"] for s in by_title["Traffic"] if float(s["value"][1]) > 0}
+        assert tracks == {"stable", "canary"}, by_title["Traffic"]
+        serving = {s["metric"]["sha256"] for s in by_title["Canary: serving pods by model"]}
+        assert serving == {models["a"]["sha256"], models["b"]["sha256"]}, serving
+        rollouts = {s["metric"]["reason"]: float(s["value"][1]) for s in by_title["Rollouts"]}
+        assert rollouts["CanaryStarted"] >= 1 and rollouts["RolledBack"] == 0, rollouts
+        retrains = {s["metric"]["reason"]: float(s["value"][1]) for s in by_title["Retrains"]}
+        assert retrains["Retrain"] == 1, retrains
+        drift = {s["metric"]["feature"]: float(s["value"][1]) for s in by_title["Drift per feature"]}
+        assert max(drift, key=lambda f: drift[f]) == features[SHIFTED], drift
+        errors = [float(s["value"][1]) for s in by_title["Errors (5xx share)"]]
+        assert errors and all(e == 0 for e in errors), by_title["Errors (5xx share)"]
+
+        # the template variables list this namespace's objects
+        for var in board["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            selector, label = substitute(var["query"]["query"], variables)[len("label_values(") : -1].rsplit(
+                ",", 1
+            )
+            values = api(f"/api/v1/label/{label.strip()}/values", **{"match[]": selector})
+            wanted = namespace if var["name"] == "namespace" else "dash"
+            assert wanted in values, (var["name"], values)
+
+        # the alerting rules (loaded from the chart's file) see the same series and labels
+        def alerts() -> dict[str, str] | None:
+            found = {
+                a["labels"]["alertname"]: a["state"]
+                for a in api("/api/v1/alerts")["alerts"]
+                if a["labels"].get("namespace") == namespace
+            }
+            return found if {"KubeloopMonitorRetrained", "KubeloopInputDrift"} <= set(found) else None
+
+        fired = wait_for(alerts, 60, "the retrain and drift alerts", interval=5)
+        assert fired["KubeloopMonitorRetrained"] == "firing", fired
+        assert fired["KubeloopInputDrift"] in ("pending", "firing"), fired  # for: 5m
+        assert "KubeloopModelErrorRateHigh" not in fired and "KubeloopModelRolledBack" not in fired, fired
+    finally:
+        stop_load(kubectl, namespace, load)
