@@ -747,9 +747,12 @@ def start_metrics_server(bins: Path) -> None:
         ],
     )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=metrics_server_manifests())
-    wait_for(
-        "the metrics.k8s.io API to be available",
-        lambda: (
+
+    def available() -> bool:
+        if not pid_of("metrics-server"):
+            tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"metrics-server exited; the end of its log:\n{tail}")
+        return (
             kubectl(
                 "get",
                 "apiservice",
@@ -758,9 +761,14 @@ def start_metrics_server(bins: Path) -> None:
                 "jsonpath={.status.conditions[?(@.type=='Available')].status}",
             )
             == "True"
-        ),
-        120,
-    )
+        )
+
+    try:
+        wait_for("the metrics.k8s.io API to be available", available, 120)
+    except SystemExit as error:
+        said = kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "yaml")
+        tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{error}\nthe APIService: {said}\nmetrics-server's log ends:\n{tail}") from None
 
 
 def start_prometheus(bins: Path) -> None:
