@@ -207,9 +207,9 @@ class Window:
         else:
             start = last
         for key, value in current.items():
-            delta = value - start.get(key, 0.0)
-            if delta:
-                self._increase[key] = self._increase.get(key, 0.0) + delta
+            # Kept at 0 too: a bucket that did not grow is a count (a strong shift empties the low bins),
+            # and one left out would make the buckets differ from the baseline's, so no drift verdict.
+            self._increase[key] = self._increase.get(key, 0.0) + (value - start.get(key, 0.0))
         # A series missing from one scrape keeps its last value, unless the pod restarted meanwhile.
         self._last[pod] = {**last, **current} if last is not None and start is last else current
 

@@ -97,3 +97,16 @@ def test_an_slo_error_rate_needs_evidence() -> None:
     assert analysis.slo_error_check(totals(0, 0), 0.01, 100).verdict == "inconclusive"  # 0/0
     assert analysis.slo_error_check(totals(98, 2), 0.01, 100).verdict == "pass"  # noise at 100 requests
     assert analysis.slo_error_check(totals(900, 100), 0.01, 100).verdict == "fail"
+
+
+def test_a_shift_that_empties_the_lowest_bins_is_still_judged(model: Model) -> None:
+    """Buckets that did not grow in the window are counts of 0, not missing: a +4σ shift of one feature
+    leaves its low bins empty and must be flagged, not left out as 'bins differ from the baseline'."""
+    metrics = Metrics(model)
+    start = [Scrape(at(0), {"p": (sample(metrics), "")})]
+    traffic(model, metrics, 600, shift=40.0, seed=3)
+    totals, _ = window_totals([*start, Scrape(at(60), {"p": (sample(metrics), "")})], at(0))
+    counts = totals.feature_counts(model.baseline)
+    assert "f3" in counts and counts["f3"][0] == 0
+    check = drift_check(stats.judge_drift(model.baseline, counts))
+    assert check.verdict == "fail" and "f3" in check.message, check.message
