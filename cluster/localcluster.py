@@ -717,41 +717,45 @@ def start_metrics_server(bins: Path) -> None:
         # `up` leaves running components alone: one started by an older localcluster.py cannot proxy
         # metrics.k8s.io, and the APIService would never become available
         raise SystemExit("the running kube-apiserver has no aggregation layer flags: run `down`, then `up`")
-    start(
-        "metrics-server",
-        [
-            bins / "metrics-server",
-            "--kubeconfig",
-            STATE_DIR / "metrics-server.kubeconfig",
-            "--authentication-kubeconfig",
-            STATE_DIR / "metrics-server.kubeconfig",
-            "--authorization-kubeconfig",
-            STATE_DIR / "metrics-server.kubeconfig",
-            "--bind-address",
-            NODE_IP,
-            "--secure-port",
-            str(METRICS_SERVER_PORT),
-            "--tls-cert-file",
-            PKI / "metrics-server-serving.crt",
-            "--tls-private-key-file",
-            PKI / "metrics-server-serving.key",
-            # the kubelet's serving cert is signed by the cluster CA for NODE_IP (the node's InternalIP):
-            # verify it rather than --kubelet-insecure-tls
-            "--kubelet-certificate-authority",
-            PKI / "ca.crt",
-            "--kubelet-preferred-address-types",
-            "InternalIP",
-            # upstream's manifest: 15s (the default, 60s, makes an HPA react a minute late)
-            "--metric-resolution",
-            "15s",
-        ],
-    )
+    cmd: list[str | Path] = [
+        bins / "metrics-server",
+        "--kubeconfig",
+        STATE_DIR / "metrics-server.kubeconfig",
+        "--authentication-kubeconfig",
+        STATE_DIR / "metrics-server.kubeconfig",
+        "--authorization-kubeconfig",
+        STATE_DIR / "metrics-server.kubeconfig",
+        "--bind-address",
+        NODE_IP,
+        "--secure-port",
+        str(METRICS_SERVER_PORT),
+        "--tls-cert-file",
+        PKI / "metrics-server-serving.crt",
+        "--tls-private-key-file",
+        PKI / "metrics-server-serving.key",
+        # the kubelet's serving cert is signed by the cluster CA for NODE_IP (the node's InternalIP):
+        # verify it rather than --kubelet-insecure-tls
+        "--kubelet-certificate-authority",
+        PKI / "ca.crt",
+        "--kubelet-preferred-address-types",
+        "InternalIP",
+        # upstream's manifest: 15s (the default, 60s, makes an HPA react a minute late)
+        "--metric-resolution",
+        "15s",
+    ]
+    # Its RBAC first: started before it, metrics-server panics on reading the request-header CA.
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=metrics_server_manifests())
+    start("metrics-server", cmd)
+    restarts = [0]
 
     def available() -> bool:
         if not pid_of("metrics-server"):
-            tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-3000:]
-            raise SystemExit(f"metrics-server exited; the end of its log:\n{tail}")
+            if restarts[0] >= 3:
+                tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"metrics-server exited 3 times; the end of its log:\n{tail}")
+            restarts[0] += 1  # e.g. its RBAC not yet seen by the API server's authorizer
+            start("metrics-server", cmd)
+            return False
         return (
             kubectl(
                 "get",
