@@ -100,7 +100,7 @@ def test_an_slo_error_rate_needs_evidence() -> None:
 
 
 def test_a_shift_that_empties_the_lowest_bins_is_still_judged(model: Model) -> None:
-    """Buckets that did not grow in the window are counts of 0, not missing: a +4σ shift of one feature
+    """Buckets that did not grow in the window are counts of 0, not missing: a shift of 4 standard deviations
     leaves its low bins empty and must be flagged, not left out as 'bins differ from the baseline'."""
     metrics = Metrics(model)
     start = [Scrape(at(0), {"p": (sample(metrics), "")})]
