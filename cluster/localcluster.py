@@ -748,8 +748,16 @@ def start_metrics_server(bins: Path) -> None:
     start("metrics-server", cmd)
     restarts = [0]
 
+    def exited() -> bool:
+        # Not pid_of: between fork and exec the child's cmdline is still this script's.
+        try:
+            pid = int((PIDS / "metrics-server").read_text())
+        except (FileNotFoundError, ValueError):
+            return True
+        return not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
     def available() -> bool:
-        if not pid_of("metrics-server"):
+        if exited():
             if restarts[0] >= 3:
                 tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-3000:]
                 raise SystemExit(f"metrics-server exited 3 times; the end of its log:\n{tail}")
