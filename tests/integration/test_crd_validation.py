@@ -156,6 +156,25 @@ INVALID = [
     ("Monitor", merged(MONITOR, drift={"method": "magic"}), ["spec.drift.method"]),
     ("Monitor", {"deploymentRef": {"name": "iris"}}, ["spec", "a Monitor needs something to check"]),
     ("Monitor", merged(MONITOR, drift={"threshold": 0}), ["spec.drift.threshold"]),
+    # Not built yet: refused, never accepted and ignored.
+    (
+        "ModelDeployment",
+        merged(SERVING, batch={"datasetRef": {"name": "d"}, "schedule": "0 3 * * *"}),
+        ["batch scoring is not available yet"],
+    ),
+    (
+        "Monitor",
+        merged(MONITOR, source={"prometheusURL": "http://p:9090"}),
+        ["reading metrics from Prometheus is not available yet"],
+    ),
+    (
+        "ModelDeployment",
+        merged(
+            SERVING, rollout={"strategy": "Canary", "steps": [{"weight": 20}], "analysis": {"minRequests": 5}}
+        ),
+        ["analysis needs at least one of"],
+    ),
+    ("Monitor", merged(MONITOR, slo={"window": "5m"}), ["slo needs maxErrorRate, maxP99LatencyMs or both"]),
 ]
 
 

@@ -236,6 +236,7 @@ def test_a_canary_deployment_is_selected_by_the_service_not_by_the_stable_deploy
     )
     hpa = autoscaler(name="iris", namespace="ml", spec=hpa_spec)
     assert hpa is not None and hpa["spec"]["scaleTargetRef"]["name"] == stable["metadata"]["name"]
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300  # the 5m default
     budget = disruption_budget(name="iris", namespace="ml", spec=spec)
     assert budget is not None and budget["spec"]["selector"] == stable["spec"]["selector"]
     assert (
