@@ -65,6 +65,30 @@ def test_schema_is_structural_and_documented(kind: str) -> None:
         )
 
 
+# Short names of widely installed add-ons' CRDs: a kubeloop short name equal to one of them means another
+# kind on clusters that run it (the built-in API is checked against a real server by
+# tests/integration/test_api_names.py).
+ADDON_SHORT_NAMES = {
+    "Cluster API": {"cl", "ma", "md", "ms", "mhc", "mp", "kcp", "cc"},
+    "Prometheus Operator": {"smon", "pmon", "prb", "prom", "am", "promrule", "amcfg", "scfg"},
+    "cert-manager": {"cert", "certs", "cr", "crs"},
+    "Argo CD, Rollouts, Workflows": {"app", "apps", "appproj", "appset", "ro", "at", "ar", "wf", "cwf"},
+    "Flux": {"ks", "hr", "gitrepo", "helmrepo", "hc", "ocirepo"},
+    "Istio": {"vs", "dr", "gw", "se"},
+    "Knative, KServe, Seldon": {"ksvc", "kservice", "rt", "rev", "isvc", "tm", "ig", "sdep"},
+    "KEDA": {"so", "sj", "ta", "cta"},
+    "KubeVirt, CDI": {"vm", "vms", "vmi", "vmis", "dv", "dvs"},
+    "Kueue, Volcano": {"cq", "lq", "wl", "vcjob", "vj", "pg"},
+    "Strimzi, ECK": {"k", "kt", "ku", "es", "kb"},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_short_names_are_not_those_of_common_add_ons(kind: Any) -> None:
+    taken = {name: addon for addon, names in ADDON_SHORT_NAMES.items() for name in names}
+    assert [(n, taken[n]) for n in kind.short_names if n in taken] == []
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_names_columns_and_subresources(kind: Any) -> None:
     crd = crdgen.crd(kind)

@@ -161,6 +161,9 @@ class Kind:
 
     kind: str
     plural: str
+    # Short names must match nothing else a cluster is likely to serve: on a clash kubectl warns and picks
+    # a built-in over a CRD (`ds` is DaemonSets), else the first API group (`md` can be Cluster API's
+    # MachineDeployments). tests/integration/test_api_names.py checks them against the API server.
     short_names: tuple[str, ...]
     description: str
     spec: type[KubeloopModel]

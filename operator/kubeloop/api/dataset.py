@@ -288,7 +288,7 @@ DATASET = Kind(
         Reason.STATUS_REJECTED,
     ),
     plural="datasets",
-    short_names=("ds",),
+    short_names=("dset",),
     description="A Dataset says where data comes from and what it must look like; "
     "the operator ingests it into a versioned, validated snapshot with baseline statistics.",
     spec=DatasetSpec,

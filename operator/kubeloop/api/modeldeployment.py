@@ -334,7 +334,7 @@ MODEL_DEPLOYMENT = Kind(
         Reason.STATUS_REJECTED,
     ),
     plural="modeldeployments",
-    short_names=("md", "mdep"),
+    short_names=("mdep",),
     description="A ModelDeployment serves a model over HTTP (Open Inference Protocol V2) "
     "with readiness meaning the model was loaded and answered a test prediction.",
     spec=ModelDeploymentSpec,

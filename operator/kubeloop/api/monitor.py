@@ -251,7 +251,7 @@ MONITOR = Kind(
         Reason.STATUS_REJECTED,
     ),
     plural="monitors",
-    short_names=("mon",),
+    short_names=("kmon",),
     description="A Monitor watches a ModelDeployment's SLOs and feature drift "
     "and alerts, rolls back or retrains.",
     spec=MonitorSpec,

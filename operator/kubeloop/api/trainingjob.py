@@ -335,7 +335,7 @@ TRAINING_JOB = Kind(
         Reason.STATUS_REJECTED,
     ),
     plural="trainingjobs",
-    short_names=("tj",),
+    short_names=("tjob",),
     description="A TrainingJob fits a model on a Dataset (optionally as a hyperparameter search), "
     "exports it to ONNX and checks it against a quality gate.",
     spec=TrainingJobSpec,
