@@ -10,8 +10,9 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as host pro
 containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode), CoreDNS (in a pod) and metrics-server
 (a host process behind the API server's aggregation layer: `kubectl top`, HorizontalPodAutoscalers) join them.
 Prometheus is optional (`up --with-prometheus`, KUBELOOP_WITH_PROMETHEUS=1, or `prometheus` later): a host
-process on 127.0.0.1:9090 that finds the inference servers and the operator by kubernetes_sd_configs and
-evaluates the chart's alerting rules (helm/kubeloop/files/rules.yaml).
+process on 10.244.0.1:9090 (the bridge: the host and the pods reach it) that finds the inference servers and
+the operator by kubernetes_sd_configs and evaluates the chart's alerting rules
+(helm/kubeloop/files/rules.yaml).
 Everything the cluster makes lives under STATE_DIR and RUN_DIR, on the bridge `kubeloop0`
 (10.244.0.1/24, the only address the cluster listens on besides loopback), and in iptables chains named
 KUBE-* / CNI-*; `down` removes all of it. Needs root. Standard library only, so it runs before any venv.
@@ -62,7 +63,8 @@ SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"
 FRONT_PROXY_CLIENT = "front-proxy-client"
 METRICS_SERVER_USER = "kubeloop:metrics-server"
 PROMETHEUS_USER = "kubeloop:prometheus"
-PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+# On the bridge, not loopback: the operator in its pod reads Prometheus there (canary analysis, Monitors).
+PROMETHEUS_ADDRESS = f"{NODE_IP}:9090"
 # 4 scrapes in 20s: the rules' 5m windows and the dashboard's rates have samples soon after a pod starts
 PROMETHEUS_SCRAPE_INTERVAL = "5s"
 PROMETHEUS_DIR = STATE_DIR / "prometheus"

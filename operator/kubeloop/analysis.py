@@ -1,11 +1,12 @@
 """Canary and Monitor analysis on the inference servers' own counters: scrape text in, verdicts out.
 
 Pure: the controller scrapes each pod's ``/metrics`` and hands the text here. ``parse_metrics`` reads one
-scrape; a ``Window`` turns the scrapes of one group of pods (the canary's, the stable's) into the counters'
-increases over a time window; the checks turn those ``Totals`` into ``Check`` verdicts. Series and labels
-are the ones ``kubeloop.runtime.serve.metrics`` exposes (docs/contracts.md). Every verdict is pass, fail
-or inconclusive, and too little data is inconclusive, never a pass or a failure: no data counted as a
-failure is what stalled or rolled back the rollouts of Flagger's and Argo Rollouts' users.
+scrape (``samples_from_prometheus`` reads the same series out of a Prometheus query); a ``Window`` turns the
+scrapes of one group of pods (the canary's, the stable's) into the counters' increases over a time window;
+the checks turn those ``Totals`` into ``Check`` verdicts. Series and labels are the ones
+``kubeloop.runtime.serve.metrics`` exposes (docs/contracts.md). Every verdict is pass, fail or inconclusive,
+and too little data is inconclusive, never a pass or a failure: no data counted as a failure is what stalled
+or rolled back the rollouts of Flagger's and Argo Rollouts' users.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ COUNTERS = frozenset(
     }
 )
 WINDOW_FORMAT = 1
+# The labels the servers put on those series. Prometheus adds its target's labels (job, instance, namespace,
+# pod, ...); only these are kept, so a series read from Prometheus has the key a direct scrape gives it.
+SERVER_LABELS = frozenset({"model", "protocol", "code", "le", "class", "feature", "category"})
 
 # ------------------------------------------------------------------------------------------- parsing
 
@@ -159,6 +163,46 @@ def _series_text(key: SeriesKey) -> str:
     name, labels = key
     escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in labels)
     return name + "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(labels, escaped, strict=True)) + "}"
+
+
+def samples_from_prometheus(doc: Any, pod_label: str = "pod") -> dict[str, list[tuple[float, Sample]]]:
+    """Per pod, its samples in time order, from the JSON answer of a Prometheus range-vector query
+    (``/api/v1/query`` of ``selector[range:step]``, resultType matrix).
+
+    A subquery evaluates every series at the same step times, so the series of one pod at one time are one
+    scrape, as ``parse_metrics`` gives it: the same keys (only ``SERVER_LABELS`` kept), the same values.
+    Raises ``ValueError`` on an answer that is not a successful matrix, a series without the pod label or
+    a value Prometheus would not write.
+    """
+    if not isinstance(doc, Mapping) or doc.get("status") != "success":
+        error = doc.get("error") if isinstance(doc, Mapping) else None
+        raise ValueError(f"the query failed: {str(error)[:200]}" if error else "not a Prometheus answer")
+    data = doc.get("data")
+    if not isinstance(data, Mapping) or data.get("resultType") != "matrix":
+        raise ValueError("the answer is not a matrix (a range-vector query answers one)")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise ValueError("the answer has no result list")
+    by_pod: dict[str, dict[float, dict[SeriesKey, float]]] = {}
+    for entry in result:
+        metric = entry.get("metric") if isinstance(entry, Mapping) else None
+        values = entry.get("values") if isinstance(entry, Mapping) else None
+        if not isinstance(metric, Mapping) or not isinstance(values, list):
+            raise ValueError("a series of the answer has no metric or values")
+        name, pod = metric.get("__name__"), metric.get(pod_label)
+        if not isinstance(name, str) or not isinstance(pod, str):
+            raise ValueError(f"a series has no __name__ or {pod_label} label: {dict(metric)}"[:300])
+        labels = tuple(sorted((k, str(v)) for k, v in metric.items() if k in SERVER_LABELS))
+        # One pod scraped by two jobs (a PodMonitor and the annotations) gives each series twice: the same
+        # counter, kept once.
+        times = by_pod.setdefault(pod, {})
+        for point in values:
+            if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], (int, float))):
+                raise ValueError(f"malformed point {point!r}"[:200])
+            if not isinstance(point[1], str) or not _FLOAT.fullmatch(point[1]):
+                raise ValueError(f"malformed value {point[1]!r}"[:200])
+            times.setdefault(float(point[0]), {})[(name, labels)] = float(point[1])
+    return {pod: [(t, Sample(times[t])) for t in sorted(times)] for pod, times in by_pod.items()}
 
 
 # -------------------------------------------------------------------------------------------- window

@@ -1,5 +1,8 @@
 """The Grafana dashboard and the alerting rules against a real Prometheus beside the local cluster: every
-panel's query returns data, and the alerts see the same labels.
+panel's query returns data, and the alerts see the same labels. And Prometheus as the operator's metrics
+source gives the verdicts direct scraping gives, on the same traffic: the canary's analysis reads
+Prometheus while this test scrapes the same pods itself, and two Monitors watch the model, one from each
+source.
 
 Prometheus finds the inference servers and the operator by kubernetes_sd_configs (cluster/localcluster.py
 `prometheus`, started here unless one runs already). A ModelDeployment serves a model with a second one in
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +24,9 @@ from typing import Any
 
 import pytest
 
+from kubeloop.api.modeldeployment import Analysis
+from kubeloop.builders.serving import CANARY, STABLE
+from kubeloop.controllers import canary
 from kubeloop.runtime.serve.examples import build_model_dir, training_data
 from support.bad_models import derive, publish_model
 from support.cluster import LOCALCLUSTER
@@ -27,7 +34,7 @@ from support.e2e import Kubectl, Obj, apply, status, training_job, wait_conditio
 from support.load import start_load, stop_load
 from support.prometheus import dashboard, panel_queries, prometheus_bin_dir, substitute
 
-PROMETHEUS = "http://127.0.0.1:9090"
+PROMETHEUS = "http://10.244.0.1:9090"  # on the cluster's bridge: the operator's pod reaches it too
 SHIFTED = 0  # the feature (column) the traffic shifts
 # Grafana's $__rate_interval is at least 4 scrape intervals; localcluster.py scrapes every 5s.
 RATE_INTERVAL = "20s"
@@ -63,6 +70,15 @@ def prometheus(node: Path) -> Iterator[str]:
             subprocess.run([*LOCALCLUSTER, "prometheus", "--stop"], check=True)
 
 
+ANALYSIS = {
+    "maxErrorRate": 0.05,
+    "maxP99LatencyMs": 500,
+    "maxPredictionDistance": 0.2,
+    "minRequests": 30,
+    "source": {"prometheusURL": PROMETHEUS},
+}
+
+
 def md(name: str, model: Obj) -> Obj:
     return {
         "apiVersion": "kubeloop.io/v1alpha1",
@@ -77,6 +93,7 @@ def md(name: str, model: Obj) -> Obj:
                 "strategy": "Canary",
                 "steps": [{"weight": 50, "pause": "30m"}],
                 "progressDeadline": "1h",
+                "analysis": ANALYSIS,
             },
         },
     }
@@ -133,12 +150,24 @@ def test_every_dashboard_query_returns_data(
         },
     }
     apply(kubectl, namespace, watcher)
+    # the same checks read from Prometheus, alerting only
+    from_prometheus = {
+        **watcher,
+        "metadata": {"name": "dash-prom"},
+        "spec": {
+            **{k: v for k, v in watcher["spec"].items() if k != "actions"},
+            "source": {"prometheusURL": PROMETHEUS},
+        },
+    }
+    apply(kubectl, namespace, from_prometheus)
+    direct = DirectWindow(kubectl, namespace, models["b"]["sha256"], models["a"]["sha256"])
     x, _ = training_data("logistic_regression", 20)
     rows = [[round(float(v), 4) for v in r] for r in x[:300]]
     # +1 standard deviation: values still in every bin. (A shift that leaves the lowest bins without a
     # value in the window, +4, was judged inconclusive, not a drift: the Monitor's window keeps only the
     # buckets that grew, and a feature missing some of its baseline's buckets is left out.)
     load = start_load(kubectl, namespace, "dash", operator_installed["trainer"], rows, shift={SHIFTED: 1.0})
+    direct.start()
     try:
         wait_for(
             lambda: status(kubectl, "monitor", "dash", namespace).get("retrains") == 1,
@@ -210,5 +239,94 @@ def test_every_dashboard_query_returns_data(
         assert fired["KubeloopMonitorRetrained"] == "firing", fired
         assert fired["KubeloopInputDrift"] in ("pending", "firing"), fired  # for: 5m
         assert "KubeloopModelErrorRateHigh" not in fired and "KubeloopModelRolledBack" not in fired, fired
+
+        # Prometheus and direct scraping, same traffic, same verdicts: the two Monitors...
+        def drifted() -> Obj | None:
+            seen = {
+                n: {c["type"]: c for c in status(kubectl, "monitor", n, namespace).get("conditions") or []}
+                for n in ("dash", "dash-prom")
+            }
+            return seen if all(s.get("Drifted", {}).get("status") == "True" for s in seen.values()) else None
+
+        both = wait_for(drifted, 120, "both Monitors to find the drift", interval=5)
+        by_source = {n: status(kubectl, "monitor", n, namespace) for n in ("dash", "dash-prom")}
+        for name, got in by_source.items():
+            assert got["features"][0]["feature"] == features[SHIFTED], (name, got["features"][:3])
+            assert both[name]["SLOViolated"]["status"] == "False", (name, both[name]["SLOViolated"])
+            assert both[name]["Ready"]["status"] == "True", (name, both[name]["Ready"])
+        failed = {
+            n: {f["feature"] for f in got["features"] if f["verdict"] == "fail"}
+            for n, got in by_source.items()
+        }
+        assert (
+            failed["dash"] == failed["dash-prom"] or features[SHIFTED] in failed["dash"] & failed["dash-prom"]
+        ), failed
+
+        # ... and the canary's analysis, from Prometheus, against this test's own scrapes of its pods
+        direct.stop()
+        live = status(kubectl, "modeldeployment", "dash", namespace)["canary"]
+        from_prom = {c["name"]: c for c in live["checks"]}
+        mine = {c.name: c for c in direct.checks()}
+        print("canary checks from Prometheus:", json.dumps(from_prom), "scraped:", mine)
+        assert set(from_prom) == set(mine) == {"errorRate", "latencyP99", "predictionDistance"}
+        for name, check in mine.items():
+            assert from_prom[name]["verdict"] == check.verdict == "pass", (name, from_prom[name], check)
+            # the two windows start and end a few seconds apart; the same requests otherwise
+            assert abs(from_prom[name]["samples"] - check.samples) <= 0.35 * check.samples, (
+                name,
+                from_prom,
+                check,
+            )
     finally:
+        direct.stop()
         stop_load(kubectl, namespace, load)
+
+
+class DirectWindow:
+    """The canary's analysis window as the operator computes it by scraping, run by this test from the
+    host (the pod IPs are on the bridge), beside the operator's reading of Prometheus."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, canary_sha: str, stable_sha: str) -> None:
+        self.kubectl, self.namespace = kubectl, namespace
+        self.shas = {CANARY: canary_sha, STABLE: stable_sha}
+        self.memory: dict[str, Any] = {}
+        self.state: canary.WindowState | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def run(self) -> None:
+        started = status(self.kubectl, "modeldeployment", "dash", self.namespace)["canary"]["windowStartTime"]
+        window_start = canary.parse_time(started)
+        key = (self.shas[CANARY], 0, started)
+        while not self.done.wait(3):
+            pods = json.loads(
+                self.kubectl(
+                    "get",
+                    "pods",
+                    "-n",
+                    self.namespace,
+                    "-l",
+                    "kubeloop.io/modeldeployment=dash",
+                    "-o",
+                    "json",
+                ).stdout
+            )["items"]
+            self.state = canary.observe_window(
+                self.memory,
+                key,
+                window_start,
+                canary.server_pods(pods, CANARY, self.shas[CANARY]),
+                canary.server_pods(pods, STABLE, self.shas[STABLE]),
+            )
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def checks(self) -> list[Any]:
+        assert self.state is not None, "the test's own scrapes saw no pod"
+        return canary.run_checks(Analysis.model_validate(ANALYSIS), self.state)

@@ -164,8 +164,20 @@ INVALID = [
     ),
     (
         "Monitor",
-        merged(MONITOR, source={"prometheusURL": "http://p:9090"}),
-        ["reading metrics from Prometheus is not available yet"],
+        merged(MONITOR, source={"prometheusURL": "http://p:9090/api?x=1"}),
+        ["spec.source.prometheusURL"],
+    ),
+    (
+        "ModelDeployment",
+        merged(
+            SERVING,
+            rollout={
+                "strategy": "Canary",
+                "steps": [{"weight": 20}],
+                "analysis": {"maxErrorRate": 0.01, "source": {"prometheusURL": "p:9090"}},
+            },
+        ),
+        ["spec.rollout.analysis.source.prometheusURL"],
     ),
     (
         "ModelDeployment",

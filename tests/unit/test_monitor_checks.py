@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kubeloop import analysis, stats
-from kubeloop.controllers.monitor import Scrape, drift_check, window_totals
+from kubeloop.controllers.metricsource import Scrape
+from kubeloop.controllers.monitor import drift_check, window_totals
 from kubeloop.runtime.serve.examples import build_model_dir, training_data
 from kubeloop.runtime.serve.metrics import Metrics
 from kubeloop.runtime.serve.model import Model
@@ -60,8 +61,11 @@ def test_the_window_counts_only_its_own_traffic(model: Model) -> None:
     )
     totals, span = window_totals(scrapes, at(0))
     assert span == 30 and totals.requests() == 153 and totals.errors() == 3
-    # A window that starts later than every scrape but the last has no increase yet.
+    # A window that starts later than every scrape but the last: no increase yet from the pod that was
+    # serving before it, and all of the requests of the pod that started inside it.
     totals, span = window_totals(scrapes, at(10))
+    assert span == 0 and totals.requests() == 50 and totals.errors() == 0
+    totals, span = window_totals(scrapes, at(20))
     assert span == 0 and totals.requests() == 0
 
 

@@ -102,6 +102,18 @@ class LocalObjectReference(KubeloopModel):
     """name of the referenced object."""
 
 
+class MetricsSource(KubeloopModel):
+    """Where the servers' counters are read: a Prometheus server, or (when absent) the inference pods'
+    /metrics, scraped by the operator. Both give the same verdicts on the same traffic."""
+
+    prometheus_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s?#]+$")] | None = Field(
+        default=None, alias="prometheusURL"
+    )
+    """prometheusURL of a Prometheus server (no query string) that scrapes the inference pods with the
+    labels namespace and pod (kubernetes_sd_configs role pod, or a PodMonitor); the operator queries its
+    HTTP API (/api/v1/query) without credentials. Absent: the operator scrapes the pods itself."""
+
+
 class SecretKeySelector(KubeloopModel):
     """A key of a Secret in the same namespace."""
 

@@ -89,6 +89,7 @@ class Reason(StrEnum):
     NOT_ENOUGH_TRAFFIC = "NotEnoughTraffic"
     NO_BASELINE = "NoBaseline"
     NO_PODS = "NoPods"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
 
 
 REASONS: dict[Reason, str] = {
@@ -139,6 +140,7 @@ REASONS: dict[Reason, str] = {
     Reason.NOT_ENOUGH_TRAFFIC: "too few requests or values in the window for a verdict",
     Reason.NO_BASELINE: "the served model has no training baseline, so drift cannot be judged",
     Reason.NO_PODS: "no ready pod serves the ModelDeployment's model, so nothing can be measured",
+    Reason.METRICS_UNAVAILABLE: "the metrics source (Prometheus) did not answer; the message says how",
 }
 
 

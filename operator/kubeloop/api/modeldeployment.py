@@ -15,6 +15,7 @@ from kubeloop.api.common import (
     Kind,
     KubeloopModel,
     LocalObjectReference,
+    MetricsSource,
     Name,
     Printer,
     ResourceRequirements,
@@ -109,6 +110,9 @@ class Analysis(KubeloopModel):
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     """minRequests is the fewest requests each side must serve in the window before a check decides;
     fewer is inconclusive."""
+    source: MetricsSource | None = None
+    """source of the counters: a Prometheus server, or the pods scraped by the operator when absent. When
+    Prometheus does not answer, every check is inconclusive and holds the step."""
 
 
 class Rollout(KubeloopModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from kubeloop.api.common import (
     AGE,
@@ -14,6 +14,7 @@ from kubeloop.api.common import (
     Kind,
     KubeloopModel,
     LocalObjectReference,
+    MetricsSource,
     Printer,
     ShortText,
     cel,
@@ -21,25 +22,6 @@ from kubeloop.api.common import (
 )
 from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.trainingjob import TrainingJobSpec
-
-# Refused until the Monitor can query Prometheus: a field the operator does not honour is not accepted.
-PROMETHEUS_NOT_BUILT: dict[str, JsonValue] = {
-    "rule": "false",
-    "message": "reading metrics from Prometheus is not available yet: remove source.prometheusURL "
-    "(the Monitor scrapes the inference pods directly)",
-}
-
-
-class MetricsSource(KubeloopModel):
-    """Where the Monitor reads metrics; the inference pods are scraped directly when absent."""
-
-    prometheus_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
-        default=None,
-        alias="prometheusURL",
-        json_schema_extra={"x-kubernetes-validations": [PROMETHEUS_NOT_BUILT]},
-    )
-    """prometheusURL of a Prometheus server that scrapes the inference pods. Not available yet: the API
-    server refuses it."""
 
 
 class SLO(KubeloopModel):
@@ -128,7 +110,8 @@ class MonitorSpec(KubeloopModel):
     interval: Duration = "1m"
     """interval between checks."""
     source: MetricsSource | None = None
-    """source of metrics."""
+    """source of the counters: a Prometheus server, or the pods scraped by the operator at every interval
+    when absent."""
     slo: SLO | None = None
     """slo are the service-level objectives."""
     drift: Drift | None = None
@@ -246,6 +229,7 @@ MONITOR = Kind(
         Reason.NOT_ENOUGH_TRAFFIC,
         Reason.NO_BASELINE,
         Reason.NO_PODS,
+        Reason.METRICS_UNAVAILABLE,
         Reason.INVALID_SPEC,
         Reason.RECONCILE_ERROR,
         Reason.STATUS_REJECTED,

@@ -31,6 +31,7 @@ from kubeloop.api.common import duration_seconds as seconds
 from kubeloop.api.modeldeployment import Analysis, Rollout
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, PORT, STABLE
 from kubeloop.contract import LABEL_TRACK
+from kubeloop.controllers import metricsource
 
 Obj = dict[str, Any]
 PROMOTE_ANNOTATION = "kubeloop.io/promote"
@@ -219,6 +220,51 @@ def observe_window(
     if state.baseline is None and canary_pods:
         state.baseline = fetch_baseline(canary_pods)
     return state
+
+
+def query_window(
+    memory: dict[str, Any],
+    key: tuple[str, int, str],
+    source: str,
+    namespace: str,
+    window_start: datetime.datetime,
+    now: datetime.datetime,
+    canary_pods: Sequence[Obj],
+    stable_pods: Sequence[Obj],
+) -> WindowState:
+    """The step's window read from Prometheus at ``source``: the whole window again at each look, so
+    nothing but the baseline is kept (``metricsource.SourceError`` when Prometheus fails)."""
+    known = memory.get("window")
+    baseline = known.baseline if isinstance(known, WindowState) and known.key == key else None
+    rounds = metricsource.prometheus_scrapes(
+        source, namespace, [*canary_pods, *stable_pods], window_start, now, SCRAPE_SECONDS
+    )
+    tracks = []
+    for pods in (canary_pods, stable_pods):
+        uids = {p["metadata"]["uid"] for p in pods}
+        mine = [metricsource.Scrape(r.time, {u: v for u, v in r.pods.items() if u in uids}) for r in rounds]
+        tracks.append(metricsource.window(mine, window_start)[0])
+    if baseline is None and canary_pods:
+        baseline = fetch_baseline(canary_pods)
+    state = memory["window"] = WindowState(key, tracks[0], tracks[1], baseline)
+    return state
+
+
+def unavailable_checks(spec: Analysis | None, why: str) -> list[analysis.Check]:
+    """Every configured check inconclusive, because the metrics could not be read: it holds the step."""
+    if spec is None:
+        return []
+    limits: list[tuple[analysis.CheckName, float | None]] = [
+        ("errorRate", spec.max_error_rate),
+        ("latencyP99", spec.max_p99_latency_ms),
+        ("predictionDistance", spec.max_prediction_distance),
+        ("inputDrift", spec.max_drift),
+    ]
+    return [
+        analysis.Check(name, "inconclusive", None, limit, 0.0, why[:1024])
+        for name, limit in limits
+        if limit is not None
+    ]
 
 
 def run_checks(spec: Analysis | None, state: WindowState) -> list[analysis.Check]:

@@ -27,7 +27,7 @@ from kubeloop.builders.serving import (
     stable_replicas,
 )
 from kubeloop.contract import LABEL_TRACK
-from kubeloop.controllers import canary
+from kubeloop.controllers import canary, metricsource
 from kubeloop.controllers.cache import ANY
 from kubeloop.controllers.conditions import Status
 from kubeloop.controllers.errors import Invalid, Waiting
@@ -444,20 +444,28 @@ def canary_step(
             current = {**current, "phase": "Analysing"}
             window_start = now
         if current["phase"] == "Analysing" and window_start is not None:
+            given = rollout.analysis.source if rollout.analysis is not None else None
+            source = given.prometheus_url if given is not None else None
             key = (sha, step, canary.format_time(window_start))
             known = ctx.memory.get("window")
-            if not isinstance(known, canary.WindowState) or known.key != key:
+            if source is None and (not isinstance(known, canary.WindowState) or known.key != key):
                 if known is not None or current.get("windowStartTime"):
                     window_start = now  # the counters were lost (an operator restart): start again
                 key = (sha, step, canary.format_time(window_start))
-            state = canary.observe_window(
-                ctx.memory,
-                key,
-                window_start,
-                canary.server_pods(pods, CANARY, sha),
-                canary.server_pods(pods, STABLE, serving["sha256"]),
-            )
-            checks = canary.run_checks(rollout.analysis, state)
+            canary_pods = canary.server_pods(pods, CANARY, sha)
+            stable_pods = canary.server_pods(pods, STABLE, serving["sha256"])
+            unavailable: list[analysis.Check] | None = None
+            try:
+                if source is None:
+                    state = canary.observe_window(ctx.memory, key, window_start, canary_pods, stable_pods)
+                else:
+                    state = canary.query_window(
+                        ctx.memory, key, source, ctx.namespace, window_start, now, canary_pods, stable_pods
+                    )
+            except metricsource.SourceError as error:
+                state = canary.WindowState(key, analysis.Window(), analysis.Window())
+                unavailable = canary.unavailable_checks(rollout.analysis, str(error))
+            checks = unavailable if unavailable is not None else canary.run_checks(rollout.analysis, state)
             current = {
                 **current,
                 "windowStartTime": canary.format_time(window_start),

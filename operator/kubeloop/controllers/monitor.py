@@ -1,7 +1,9 @@
 """Monitor controller: at every interval, SLOs and input drift of the served model, and the actions.
 
 The operator scrapes the ``/metrics`` of every ready pod that serves the ModelDeployment's model
-(``status.model``) once per interval and keeps the scrapes in memory, as long as the longest window. A check
+(``status.model``) once per interval and keeps the scrapes in memory, as long as the longest window; with
+``source.prometheusURL`` it asks Prometheus for the same counters of the same pods over the window instead
+(``metricsource``: the same rounds, the same verdicts). A check
 looks at the increase of the servers' counters over its window (``kubeloop.analysis``, like Prometheus'
 ``increase()``: per pod, resets handled, a pod started inside the window counted from zero): error rate and
 p99 latency for the SLO window, the per-bin input counts against the model's training baseline for the
@@ -18,7 +20,6 @@ another; coolDown and maxRetrains bound the loop.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,7 +30,7 @@ from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.monitor import MonitorSpec
 from kubeloop.builders.serving import CANARY, STABLE
 from kubeloop.contract import child_name, label_value
-from kubeloop.controllers import canary, metrics
+from kubeloop.controllers import canary, metrics, metricsource
 from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
 from kubeloop.controllers.kube import Obj
@@ -39,26 +40,12 @@ LABEL_MONITOR = "kubeloop.io/retrained-by"
 SPARE_SCRAPES = 1
 
 
-@dataclass(frozen=True)
-class Scrape:
-    """One round over the serving pods: when, and each pod's counters with its start time."""
-
-    time: datetime.datetime
-    pods: dict[str, tuple[analysis.Sample, str]]  # uid -> (sample, pod startTime)
-
-
-def window_totals(scrapes: list[Scrape], since: datetime.datetime) -> tuple[analysis.Totals, float]:
-    """The counters' increase over the scrapes from ``since`` on, and the seconds they span. Pure."""
-    inside = [s for s in scrapes if s.time >= since]
-    window = analysis.Window()
-    if not inside:
-        return window.totals(), 0.0
-    start = inside[0].time
-    for scrape in inside:
-        for uid, (sample, started) in scrape.pods.items():
-            fresh = bool(started) and canary.parse_time(started) >= start
-            window.observe(uid, sample, fresh=fresh)
-    return window.totals(), (inside[-1].time - start).total_seconds()
+def window_totals(
+    scrapes: list[metricsource.Scrape], since: datetime.datetime
+) -> tuple[analysis.Totals, float]:
+    """The counters' increase over the rounds from ``since`` on, and the seconds they span. Pure."""
+    window, span = metricsource.window(scrapes, since)
+    return window.totals(), span
 
 
 def drift_check(verdict: stats.DriftVerdict) -> analysis.Check:
@@ -144,16 +131,34 @@ def reconcile(ctx: Context) -> BaseModel:
             ctx.cache.children("Pod", "ModelDeployment", ctx.namespace, name), track, sha
         )
     ]
-    samples = canary.scrape(pods)
-    starts = {p["metadata"]["uid"]: str(p.get("status", {}).get("startTime", "")) for p in pods}
-    scrapes: list[Scrape] = memory["scrapes"]
-    scrapes.append(Scrape(now, {uid: (s, starts[uid]) for uid, s in samples.items() if s is not None}))
     longest = max(
         duration_seconds(spec.slo.window) if spec.slo else 0.0,
         duration_seconds(spec.drift.window) if spec.drift else 0.0,
     )
     horizon = now - datetime.timedelta(seconds=longest + SPARE_SCRAPES * interval)
-    memory["scrapes"] = scrapes = [s for s in scrapes if s.time >= horizon]
+    source = spec.source.prometheus_url if spec.source is not None else None
+    if source is None:
+        samples = canary.scrape(pods)
+        starts = {p["metadata"]["uid"]: str(p.get("status", {}).get("startTime", "")) for p in pods}
+        scrapes: list[metricsource.Scrape] = memory["scrapes"]
+        scrapes.append(
+            metricsource.Scrape(now, {uid: (s, starts[uid]) for uid, s in samples.items() if s is not None})
+        )
+        memory["scrapes"] = scrapes = [s for s in scrapes if s.time >= horizon]
+    else:
+        try:
+            scrapes = metricsource.prometheus_scrapes(source, ctx.namespace, pods, horizon, now, interval)
+        except metricsource.SourceError as error:
+            unavailable(ctx, spec, str(error))
+            return ctx.updated({"lastCheckTime": canary.format_time(now), "servedSha256": sha})
+        if pods and not scrapes:
+            unavailable(
+                ctx,
+                spec,
+                f"Prometheus at {source} has no series of the {len(pods)} pods serving {sha[:12]} over the "
+                "window: it must scrape them with the labels namespace and pod (new pods need one scrape)",
+            )
+            return ctx.updated({"lastCheckTime": canary.format_time(now), "servedSha256": sha})
     if memory.get("baseline") is None and pods:
         memory["baseline"] = canary.fetch_baseline(pods)
 
@@ -204,6 +209,14 @@ def reconcile(ctx: Context) -> BaseModel:
     fields["checks"] = [canary.check_status(c) for c in checks] or None
     metrics.observe_monitor(ctx.namespace, ctx.name, checks, fields.get("driftScores") or {})
     return ctx.updated(fields)
+
+
+def unavailable(ctx: Context, spec: MonitorSpec, why: str) -> None:
+    """No check could run: the metrics source failed. Nothing is judged either way."""
+    ctx.conditions.set(ConditionType.READY, "False", Reason.METRICS_UNAVAILABLE, why)
+    for kind, wanted in ((ConditionType.SLO_VIOLATED, spec.slo), (ConditionType.DRIFTED, spec.drift)):
+        if wanted is not None:
+            ctx.conditions.set(kind, "Unknown", Reason.METRICS_UNAVAILABLE, why)
 
 
 def judge_slo(
