@@ -53,6 +53,10 @@ _conditions: dict[tuple[str, str, str], dict[str, str]] = {}
 _counts: Tally[tuple[str, str, str]] = Tally()
 # (kind, namespace, name) -> the reasons with an EVENTS series, removed with the object.
 _events: dict[tuple[str, str, str], set[str]] = {}
+# (namespace, monitor) -> the (gauge, labels) series its last check set: the ones it did not set again (a
+# feature of the previous model, a check no longer configured) or a deleted Monitor's go, so no alert
+# rule keeps firing on a verdict nobody makes any more.
+_monitor_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
 _server_started = False
 
 
@@ -74,6 +78,9 @@ def observe_conditions(kind: str, namespace: str, name: str, conditions: list[di
         if conditions is None:
             for reason in _events.pop(key, set()):
                 EVENTS.remove(kind, namespace, name, reason)
+            if kind == "Monitor":
+                for gauge, series in _monitor_series.pop((namespace, name), set()):
+                    gauge.remove(*series)
         else:
             _event_reasons(key)
 
@@ -98,14 +105,23 @@ def _event_reasons(key: tuple[str, str, str]) -> set[str]:
 
 
 def observe_monitor(namespace: str, monitor: str, checks: Sequence[Any], scores: dict[str, float]) -> None:
-    """A Monitor's last verdicts and drift scores (``checks``: analysis.Check)."""
+    """A Monitor's last verdicts and drift scores (``checks``: analysis.Check); none: nothing judged."""
+    series: dict[tuple[Gauge, tuple[str, ...]], float] = {}
     for check in checks:
         for verdict in ("pass", "fail", "inconclusive"):
-            MONITOR_VERDICT.labels(namespace, monitor, check.name, verdict).set(int(check.verdict == verdict))
+            key: tuple[str, ...] = (namespace, monitor, check.name, verdict)
+            series[(MONITOR_VERDICT, key)] = int(check.verdict == verdict)
         if check.value is not None:
-            MONITOR_VALUE.labels(namespace, monitor, check.name).set(check.value)
+            series[(MONITOR_VALUE, (namespace, monitor, check.name))] = check.value
     for feature, score in scores.items():
-        MONITOR_DRIFT.labels(namespace, monitor, feature).set(score)
+        series[(MONITOR_DRIFT, (namespace, monitor, feature))] = score
+    with _lock:
+        for gauge, gone in _monitor_series.pop((namespace, monitor), set()) - set(series):
+            gauge.remove(*gone)
+        for (gauge, labelled), value in series.items():
+            gauge.labels(*labelled).set(value)
+        if series:
+            _monitor_series[(namespace, monitor)] = set(series)
 
 
 def serve(port: int) -> None:

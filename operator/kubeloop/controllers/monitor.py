@@ -212,7 +212,8 @@ def reconcile(ctx: Context) -> BaseModel:
 
 
 def unavailable(ctx: Context, spec: MonitorSpec, why: str) -> None:
-    """No check could run: the metrics source failed. Nothing is judged either way."""
+    """No check could run: the metrics source failed. Nothing is judged either way (no verdict metric)."""
+    metrics.observe_monitor(ctx.namespace, ctx.name, [], {})
     ctx.conditions.set(ConditionType.READY, "False", Reason.METRICS_UNAVAILABLE, why)
     for kind, wanted in ((ConditionType.SLO_VIOLATED, spec.slo), (ConditionType.DRIFTED, spec.drift)):
         if wanted is not None:
