@@ -245,4 +245,5 @@ def test_url_source_csv_with_duplicates_dropped(
     )
     assert code == 0 and result["rows"] == 3
     code, result = run_ingest(monkeypatch, capsys, tmp_path / "store", source={"url": f"{base}/missing.csv"})
-    assert code == 1 and result["reason"] == "InternalError"  # a server error may pass: the Job retries
+    # A 404 will not pass by itself: a data error at once, naming the status (tests/integration has the rest).
+    assert code == 2 and result["reason"] == "SourceNotFound" and "HTTP 404" in result["message"]

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ import pyarrow.parquet as pq
 
 from kubeloop import stats
 from kubeloop.contract import DATASET_MARKER, SNAPSHOT_FILE
-from kubeloop.runtime import jobio
+from kubeloop.runtime import fetch, jobio
 from kubeloop.runtime.jobio import DataError
-from kubeloop.runtime.store import StoreError, join, open_store
+from kubeloop.runtime.store import join, open_store
 
 BUILTINS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 NUMERIC_TYPES = ("float", "int")
@@ -55,15 +54,10 @@ def read_source(config: dict[str, Any]) -> tuple[pd.DataFrame, str]:
     fmt = config.get("format")
     if kind == "url":
         url = source["url"]
+        shown = fetch.public_url(url)  # messages and logs never show the query string (credentials)
         if not re.match(r"^https?://", url):
-            raise DataError("InvalidSource", f"source.url must be http(s), got {url!r}")
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                data = response.read()
-        except OSError as exc:
-            # A server that is down may come back: that is for the Job to retry, not a data error.
-            raise RuntimeError(f"cannot download {url}: {exc}") from exc
-        return _parse(data, fmt or _format_of(url), url), url
+            raise DataError("InvalidSource", f"source.url must be http(s), got {shown!r}")
+        return _parse(fetch.read_url(url), fmt or _format_of(shown), shown), shown
     if kind == "s3":
         uri = source["s3"]["uri"]
         parent, _, key = uri.rpartition("/")
@@ -73,11 +67,7 @@ def read_source(config: dict[str, Any]) -> tuple[pd.DataFrame, str]:
 
             parsed = parent.removeprefix("s3://").split("/", 1)
             store = S3Store(parent, parsed[0], parsed[1] if len(parsed) > 1 else "", source["s3"]["endpoint"])
-        try:
-            data = store.get_bytes(key)
-        except StoreError as exc:
-            raise DataError("SourceNotFound", str(exc)) from None
-        return _parse(data, fmt or _format_of(uri), uri), uri
+        return _parse(fetch.read_s3(store, key, uri), fmt or _format_of(uri), uri), uri
     if kind == "pvc":
         pvc = source["pvc"]
         root = Path(os.environ.get("KUBELOOP_PVC_ROOT") or f"/mnt/pvc/{pvc['claimName']}")

@@ -27,6 +27,17 @@ class DataError(Exception):
         self.reason = reason
 
 
+class RetryLater(Exception):
+    """A fault that may pass (a server down, a timeout) after the pod's own retries gave up (exit 1: the Job
+    runs the pod again). ``facts`` (attempts, last error) go into the result so the controller can say
+    how the retries are going while the Job still runs."""
+
+    def __init__(self, reason: str, message: str, **facts: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.facts = facts
+
+
 def load_config(env: str = "KUBELOOP_CONFIG") -> dict[str, Any]:
     raw = os.environ.get(env)
     if not raw:
@@ -93,6 +104,10 @@ def run(command: str, body: Callable[[], dict[str, Any]]) -> int:
         print(f"kubeloop {command}: {exc}", file=sys.stderr)
         emit_result({"ok": False, "reason": exc.reason, "message": str(exc)})
         return EXIT_DATA_ERROR
+    except RetryLater as exc:
+        print(f"kubeloop {command}: {exc}", file=sys.stderr)
+        emit_result({"ok": False, "reason": exc.reason, "message": str(exc), **exc.facts})
+        return EXIT_INFRA
     except Exception as exc:  # anything unforeseen (network, disk) is retried by the Job as infrastructure
         traceback.print_exc()
         emit_result({"ok": False, "reason": "InternalError", "message": f"{type(exc).__name__}: {exc}"})
