@@ -51,6 +51,10 @@ LABEL_TRIAL = "kubeloop.io/trial"
 LABEL_TRACK = "kubeloop.io/track"
 # Set by the Job controller on the pods of a Job.
 LABEL_JOB_NAME = "job-name"
+# Orders by hand on a ModelDeployment, each naming the canary's digest (or its first 12+ characters) so a
+# stale one never acts on a later canary: written by users and `kubectl kubeloop`, read by the operator.
+PROMOTE_ANNOTATION = "kubeloop.io/promote"
+ABORT_ANNOTATION = "kubeloop.io/abort"
 
 
 def child_name(parent: str, *suffix: str) -> str:

@@ -30,12 +30,10 @@ from kubeloop import analysis
 from kubeloop.api.common import duration_seconds as seconds
 from kubeloop.api.modeldeployment import Analysis, Rollout
 from kubeloop.builders.serving import MODEL_DIGEST_ANNOTATION, PORT, STABLE
-from kubeloop.contract import LABEL_TRACK
+from kubeloop.contract import ABORT_ANNOTATION, LABEL_TRACK, PROMOTE_ANNOTATION
 from kubeloop.controllers import metricsource
 
 Obj = dict[str, Any]
-PROMOTE_ANNOTATION = "kubeloop.io/promote"
-ABORT_ANNOTATION = "kubeloop.io/abort"
 # How often a step is looked at while it runs: the scrape interval of the analysis window.
 SCRAPE_SECONDS = 10.0
 SCRAPE_TIMEOUT = 3.0
