@@ -122,7 +122,8 @@ def test_a_search_of_six_trials_three_at_a_time_keeps_the_best(
     wait_for(finished, 600, "the search to finish")
     wait_condition(kubectl, "trainingjob", "search", namespace, "Succeeded", timeout=5)
     assert most_at_once == 3, f"at most {most_at_once} trials ran at once, parallelism is 3"
-    assert len(items(kubectl, "jobs", namespace, selector)) == 6
+    # Once the run is recorded, its finished Jobs beyond the history limit (3 succeeded by default) go.
+    wait_for(lambda: len(items(kubectl, "jobs", namespace, selector)) == 3, 60, "the trial Jobs to be pruned")
 
     done = status(kubectl, "trainingjob", "search", namespace)
     trials = done["trials"]

@@ -45,6 +45,16 @@ class SettingsError(ValueError):
     """The operator's configuration is unusable; the message names the variable to fix."""
 
 
+def history_limit(env: Mapping[str, str], variable: str, default: int) -> int:
+    """A Job history limit: a whole number, 0 or more (0 keeps no finished Job)."""
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise SettingsError(f"{variable}={text!r}: use a whole number of Jobs to keep, 0 or more")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
@@ -57,6 +67,10 @@ class Settings:
     # The safety resync: how often every object is reconciled again from memory although no event came (the
     # reconcile is event-driven; this only nets a missed trigger), in seconds.
     resync_seconds: float = 600.0
+    # How many finished Jobs (ingest, training) each object keeps, newest first, like a CronJob's
+    # successfulJobsHistoryLimit and failedJobsHistoryLimit: the rest are deleted with their pods.
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -84,4 +98,6 @@ class Settings:
             allowed_estimators=tuple(e.strip() for e in estimators.split(",") if e.strip())
             or DEFAULT_ESTIMATORS,
             resync_seconds=max(resync, 1.0),
+            successful_jobs_history_limit=history_limit(env, "KUBELOOP_SUCCESSFUL_JOBS_HISTORY_LIMIT", 3),
+            failed_jobs_history_limit=history_limit(env, "KUBELOOP_FAILED_JOBS_HISTORY_LIMIT", 1),
         )

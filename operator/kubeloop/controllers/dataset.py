@@ -15,7 +15,7 @@ from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.controllers.conditions import now
 from kubeloop.controllers.errors import Invalid
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import parse_time, read_outcome, reason_word
+from kubeloop.controllers.jobs import parse_time, prune, read_outcome, reason_word, retries
 from kubeloop.controllers.kube import Obj
 
 HISTORY = 10
@@ -27,6 +27,21 @@ def refresh_in(spec: DatasetSpec, run: Obj, now: datetime.datetime) -> float | N
         return None
     elapsed = now - parse_time(run["completionTime"])
     return seconds(spec.refresh_interval) - elapsed.total_seconds()
+
+
+def next_run(
+    spec: DatasetSpec, run: Obj, generation: int, now: datetime.datetime
+) -> tuple[int, float | None]:
+    """The run this reconcile is about (its refresh number) and the seconds until the next refresh is due
+    (None: none is waited for). A finished run, failed or not, stays the current one until the spec
+    changes (a new generation starts at 0) or its refresh is due: a failed ingest is not retried in a loop,
+    only by its Job's own pod retries. Pure."""
+    if run.get("generation") != generation:
+        return 0, None
+    due = refresh_in(spec, run, now)
+    if due is not None and due <= 0:
+        return int(run.get("refresh", 0)) + 1, None
+    return int(run.get("refresh", 0)), due
 
 
 def _statistics(raw: Any) -> dict[str, Obj] | None:
@@ -59,18 +74,24 @@ def ingest(ctx: Context, spec: DatasetSpec) -> Obj:
     """Run the ingest Job of this generation (or refresh) and record what it made: the status fields."""
     status = ctx.status
     run = dict(status.get("ingest") or {})
-    due = refresh_in(spec, run, datetime.datetime.now(datetime.UTC))
-    if run.get("generation") != ctx.generation:
-        refresh = 0
-    elif due is not None and due <= 0:
-        refresh = int(run.get("refresh", 0)) + 1
-    else:
-        refresh = int(run.get("refresh", 0))
-        if due is not None:
-            ctx.requeue_after(due)  # refreshInterval is the one reason a Dataset needs time
+    refresh, due = next_run(spec, run, ctx.generation, datetime.datetime.now(datetime.UTC))
+    if due is not None:
+        ctx.requeue_after(due)  # refreshInterval is the one reason a Dataset needs time
     name = ingest_job_name(ctx.name, ctx.generation, refresh)
-    if run.get("job") == name and run.get("state") in ("Succeeded", "Failed"):
-        return {}  # this run is recorded; its Job may be gone and is not needed again
+    recorded = run.get("job") == name and run.get("state") in ("Succeeded", "Failed")
+    # Finished Jobs beyond the history limits go; this run's stays until its outcome is in status.
+    pruned = prune(
+        ctx.kube,
+        ctx.cache.children("Job", "Dataset", ctx.namespace, ctx.name),
+        keep=set() if recorded else {name},
+        successful=ctx.settings.successful_jobs_history_limit,
+        failed=ctx.settings.failed_jobs_history_limit,
+    )
+    if pruned:
+        ctx.logger.info("deleted finished ingest Jobs beyond the history limits: %s", ", ".join(pruned))
+    if recorded:
+        # A failed run, too, waits for the next refresh or spec change (a new Job name): no hot loop.
+        return {}
 
     job = ctx.cache.child("Job", "Dataset", ctx.namespace, ctx.name, name)
     if job is None:
@@ -88,9 +109,17 @@ def ingest(ctx: Context, spec: DatasetSpec) -> Obj:
     }
     result = read_outcome(ctx.cache, ctx.kube, job)
     if result.state == "Running":
+        reason, message = "Ingesting", f"ingest Job {name} is running"
+        tried = retries(ctx.cache.job_pods(ctx.namespace, name))
+        if tried is not None:
+            reason = "Retrying"
+            message = (
+                f"ingest Job {name} is retrying: {tried.attempts} attempt(s) in {tried.pods} pod(s) failed "
+                f"so far; last error: {tried.last_error}"
+            )
         if not status.get("version"):
-            ctx.conditions.set("Ready", "False", "Ingesting", f"ingest Job {name} is running")
-        ctx.conditions.set("Validated", "Unknown", "Ingesting", f"ingest Job {name} is running")
+            ctx.conditions.set("Ready", "False", reason, message)
+        ctx.conditions.set("Validated", "Unknown", reason, message)
         return fields
     fields["ingest"].update(state=result.state, completionTime=now())
     if result.state == "Failed":

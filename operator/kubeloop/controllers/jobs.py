@@ -87,6 +87,71 @@ def read_outcome(cache: Cache, kube: Kube, job: Obj) -> Outcome:
     return outcome(job, message)
 
 
+@dataclass(frozen=True)
+class Retries:
+    """The failed pods of a Job that still runs: the runtime tried, gave up for now (exit 1), the Job runs
+    another pod."""
+
+    pods: int
+    attempts: int  # every attempt of those pods (a pod that reports none counts as one)
+    last_error: str
+
+
+def retries(pods: list[Obj]) -> Retries | None:
+    """What the failed pods of a running Job say of their attempts; None when no pod failed yet. Pure.
+
+    A pod has no API credentials, so its termination message is the only word it gets out: each pod
+    retries briefly by itself, and the count grows pod by pod."""
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    attempts, last = 0, ""
+    for pod in sorted(failed, key=lambda p: p["metadata"].get("creationTimestamp", "")):
+        result = parse_result(termination_message([pod]))
+        count = result.get("attempts")
+        attempts += count if isinstance(count, int) and count > 0 else 1
+        last = str(
+            result.get("lastError") or result.get("message") or (pod.get("status") or {}).get("reason") or ""
+        )
+    return Retries(len(failed), attempts, last[:500] or "the pod failed without a message")
+
+
+def finished_at(job: Obj) -> str:
+    """When a finished Job finished (RFC 3339, sortable): completionTime, else its Failed condition's time."""
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return str(status.get("completionTime") or condition.get("lastTransitionTime") or "")
+    return str(job["metadata"].get("creationTimestamp", ""))
+
+
+def beyond_history(jobs: list[Obj], keep: set[str], successful: int, failed: int) -> list[str]:
+    """The finished Jobs to delete so that only the newest ``successful`` succeeded and ``failed`` failed
+    ones stay, like a CronJob's history limits. Running Jobs and those named in ``keep`` (whose outcome is
+    not recorded yet) always stay, and count against the limit. Pure."""
+    prune: list[str] = []
+    for state, limit in (("Succeeded", successful), ("Failed", failed)):
+        done = [j for j in jobs if job_state(j)[0] == state]
+        done.sort(key=lambda j: (finished_at(j), j["metadata"]["name"]), reverse=True)
+        kept = 0
+        for job in done:
+            name = job["metadata"]["name"]
+            if name in keep or kept < limit:
+                kept += 1
+            else:
+                prune.append(name)
+    return sorted(prune)
+
+
+def prune(kube: Kube, jobs: list[Obj], keep: set[str], successful: int, failed: int) -> list[str]:
+    """Delete the Jobs beyond the history limits (their pods go with them); the names deleted."""
+    names = beyond_history(jobs, keep, successful, failed)
+    namespace = {j["metadata"]["name"]: j["metadata"]["namespace"] for j in jobs}
+    for name in names:
+        kube.delete("batch/v1", "Job", namespace[name], name)
+    return names
+
+
 def parse_time(value: str) -> datetime.datetime:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
 

@@ -22,7 +22,7 @@ from kubeloop.contract import no_worse_bounds
 from kubeloop.controllers.conditions import Conditions, now
 from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import Outcome, read_outcome, reason_word
+from kubeloop.controllers.jobs import Outcome, prune, read_outcome, reason_word
 from kubeloop.controllers.kube import Obj
 from kubeloop.search import SearchSpecError, best_trial, expand_trials
 
@@ -381,6 +381,14 @@ def reconcile(ctx: Context) -> BaseModel:
     except ValidationError as error:
         raise _failure(Reason.INVALID_SPEC, f"the spec does not match the API: {error}", ctx.status) from None
     if finished(ctx.conditions, ctx.generation):
+        # Every trial's outcome is in status now: the finished Jobs beyond the history limits can go.
+        prune(
+            ctx.kube,
+            ctx.cache.children("Job", "TrainingJob", ctx.namespace, ctx.name),
+            keep=set(),
+            successful=ctx.settings.successful_jobs_history_limit,
+            failed=ctx.settings.failed_jobs_history_limit,
+        )
         return ctx.updated({})
     observed = gather(ctx, spec)
     decision = decide(
