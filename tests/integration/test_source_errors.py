@@ -176,3 +176,12 @@ def test_s3_missing_key_missing_bucket_and_bad_credentials_are_data_errors(
         assert code == 2 and result["reason"] == reason and words in result["message"], said
         assert s3.secret_key not in said and s3.secret_key[5:] not in said
         assert time.monotonic() - started < 30, said  # at once, not after retries
+
+
+def test_a_missing_file_on_the_claim_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    claim = tmp_path / "claim"
+    (claim / "raw").mkdir(parents=True)
+    source = {"pvc": {"claimName": "data", "path": "raw/absent.csv"}}
+    code, result, said = ingest_pod(tmp_path, source, {"KUBELOOP_PVC_ROOT": str(claim)})
+    assert code == 2 and result["reason"] == "SourceNotFound", said
+    assert f"{claim}/raw/absent.csv does not exist" in result["message"], result
