@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
 
-from kubeloop.cli.kube import CliError, parse_ref, resolve_kind
+from kubeloop.cli.kube import CliError, Cluster, parse_ref, resolve_kind
 from kubeloop.cli.lineage import lineage, render
 from kubeloop.cli.main import parser, service_of
 from kubeloop.cli.predict import RowsError, answer_lines, infer_request, parse_rows
@@ -291,3 +292,14 @@ def test_the_report_of_a_job_not_started_says_so() -> None:
         "  estimator:  ?",
         "  dataset:    d (not resolved yet)",
     ]
+
+
+def test_a_missing_kubeconfig_is_said_before_anything_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(
+        CliError, match="no kubeconfig at /nowhere/config: pass --kubeconfig or set KUBECONFIG"
+    ):
+        Cluster("/nowhere/config", None, None).get(resolve_kind("dset"), "iris")
+    monkeypatch.setenv("KUBECONFIG", f"/nowhere/a{os.pathsep}/nowhere/b")
+    with pytest.raises(CliError, match="no kubeconfig at /nowhere/a:/nowhere/b"):
+        Cluster(None, None, None).list(resolve_kind("kmon"))

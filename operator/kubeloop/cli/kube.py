@@ -55,18 +55,36 @@ class Cluster:
     """The API server of one kubeconfig context, and the namespace the commands work in."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
-        self.api = self._connect(kubeconfig, context)
-        self.namespace = namespace or self._default_namespace(kubeconfig, context)
-        self.objects = client.CustomObjectsApi(self.api)
+        # Connected on first use, so that a bad argument is reported before a bad kubeconfig.
+        self._kubeconfig, self._context, self._namespace = kubeconfig, context, namespace
+        self._api: client.ApiClient | None = None
+
+    @property
+    def api(self) -> client.ApiClient:
+        if self._api is None:
+            self._api = self._connect(self._kubeconfig, self._context)
+        return self._api
+
+    @property
+    def namespace(self) -> str:
+        if self._namespace is None:
+            self._namespace = self._default_namespace(self._kubeconfig, self._context)
+        return self._namespace
+
+    @property
+    def objects(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
 
     @staticmethod
     def _connect(kubeconfig: str | None, context: str | None) -> client.ApiClient:
         configuration = client.Configuration()
         files = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        in_pod = not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST")
+        found = [f for f in files.split(os.pathsep) if f and Path(f).expanduser().is_file()]
         try:
-            if in_pod and not any(Path(f).expanduser().exists() for f in files.split(os.pathsep) if f):
+            if not found and not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            elif not found:
+                raise CliError(f"no kubeconfig at {files}: pass --kubeconfig or set KUBECONFIG")
             else:
                 config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=files, context=context, client_configuration=configuration
@@ -102,9 +120,10 @@ class Cluster:
             raise
 
     def get(self, kind: Kind, name: str) -> dict[str, Any]:
+        objects = self.objects  # a kubeconfig that does not load is said as such
         what = f"{kind.singular} {name!r} in namespace {self.namespace!r}"
         try:
-            obj = self.objects.get_namespaced_custom_object(
+            obj = objects.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, kind.plural, name, _request_timeout=TIMEOUT_SECONDS
             )
         except ApiException as e:

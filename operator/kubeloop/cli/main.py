@@ -163,11 +163,20 @@ def read_rows(path: str, fmt: str | None) -> tuple[str, str]:
 
 
 def run_predict(cluster: Cluster, ref: str, path: str, fmt: str | None) -> list[str]:
+    _, name = parse_ref(ref, MODEL_DEPLOYMENT)
     if path == "-" and fmt is None:
         raise CliError("rows from stdin need --format csv or --format json")
     text, fmt = read_rows(path, fmt)
-    _, name = parse_ref(ref, MODEL_DEPLOYMENT)
-    service, port = service_of(cluster.get(MODEL_DEPLOYMENT, name))
+    deployment = cluster.get(MODEL_DEPLOYMENT, name)
+    if (deployment.get("spec") or {}).get("auth"):
+        # The API server takes the Authorization header as the caller's own credentials and never passes
+        # it on, so the server's bearer-token check cannot be met through the proxy.
+        raise CliError(
+            f"modeldeployment {name!r} requires bearer tokens (spec.auth), which the API server's service "
+            f"proxy does not pass on; call {(deployment.get('status') or {}).get('url', 'its URL')} from "
+            "inside the cluster instead"
+        )
+    service, port = service_of(deployment)
     # The server is started with --model-name <the ModelDeployment's name>.
     metadata = cluster.service_proxy(service, port, f"v2/models/{name}")
     features = metadata.get("features") or []
