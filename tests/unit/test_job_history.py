@@ -58,8 +58,10 @@ def test_a_running_job_is_never_pruned() -> None:
     assert beyond_history([job("r", "Running", "01")], set(), 0, 0) == []
 
 
-def pod(phase: str, created: str, result: dict[str, Any] | None = None, reason: str = "") -> dict[str, Any]:
-    state = {"terminated": {"exitCode": 1, "message": json.dumps(result)}} if result else {"running": {}}
+def pod(
+    phase: str, created: str, result: dict[str, Any] | None = None, reason: str = "", code: int = 1
+) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": code, "message": json.dumps(result)}} if result else {"running": {}}
     return {
         "metadata": {"creationTimestamp": f"2026-12-01T10:{created}:00Z"},
         "status": {"phase": phase, "reason": reason, "containerStatuses": [{"state": state}]},
@@ -83,6 +85,11 @@ def test_a_pod_that_said_nothing_counts_as_one_attempt() -> None:
     tried = retries([pod("Failed", "01", reason="Evicted")])
     assert tried is not None and (tried.pods, tried.attempts, tried.last_error) == (1, 1, "Evicted")
     assert retries([pod("Running", "01")]) is None and retries([]) is None
+
+
+def test_a_data_error_is_no_retry_although_the_job_has_not_failed_yet() -> None:
+    # Exit 2: the Job's podFailurePolicy fails it; between the pod and the Job, nothing is "retrying".
+    assert retries([pod("Failed", "01", {"ok": False, "reason": "SourceNotFound"}, code=2)]) is None
 
 
 NOW = datetime.datetime(2026, 12, 1, 10, 0, 0, tzinfo=datetime.UTC)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubeloop.contract import LABEL_JOB_NAME
+from kubeloop.contract import EXIT_DATA_ERROR, LABEL_JOB_NAME
 from kubeloop.controllers.cache import Cache
 from kubeloop.controllers.kube import Kube, Obj
 
@@ -102,7 +102,7 @@ def retries(pods: list[Obj]) -> Retries | None:
 
     A pod has no API credentials, so its termination message is the only word it gets out: each pod
     retries briefly by itself, and the count grows pod by pod."""
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed" and not _data_error(p)]
     if not failed:
         return None
     attempts, last = 0, ""
@@ -114,6 +114,15 @@ def retries(pods: list[Obj]) -> Retries | None:
             result.get("lastError") or result.get("message") or (pod.get("status") or {}).get("reason") or ""
         )
     return Retries(len(failed), attempts, last[:500] or "the pod failed without a message")
+
+
+def _data_error(pod: Obj) -> bool:
+    """Whether the pod exited with the runtime's data error: the Job fails on it, nothing is retried."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("exitCode") == EXIT_DATA_ERROR:
+            return True
+    return False
 
 
 def finished_at(job: Obj) -> str:
