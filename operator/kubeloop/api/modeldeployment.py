@@ -167,6 +167,73 @@ class Auth(KubeloopModel):
     """tokenSecretRef is the Secret key holding the accepted tokens, one per line; mounted as a file."""
 
 
+# A label key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters; the API server
+# refuses a NetworkPolicy with any other, so the CRD refuses it first. No backslash in the pattern: the key
+# check of a map becomes a CEL string literal, where "\." is no valid escape.
+LabelKey = Annotated[
+    str,
+    Field(
+        max_length=317,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    ),
+]
+LabelValue = Annotated[str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+
+
+class SelectorRequirement(KubeloopModel):
+    """One requirement of a label selector, as in Kubernetes' matchExpressions."""
+
+    model_config = cel(
+        (
+            "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+            " : !has(self.values) || size(self.values) == 0",
+            "In and NotIn need values; Exists and DoesNotExist take none",
+        )
+    )
+
+    key: LabelKey
+    """key of the label."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """operator relating the label's value to values."""
+    values: Annotated[list[LabelValue], Field(max_length=20)] | None = None
+    """values for In and NotIn."""
+
+
+class PeerSelector(KubeloopModel):
+    """A Kubernetes label selector; empty, it selects everything."""
+
+    match_labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=20)] | None = None
+    """matchLabels: every label must have this value."""
+    match_expressions: Annotated[list[SelectorRequirement], Field(max_length=20)] | None = None
+    """matchExpressions: every requirement must hold."""
+
+
+class NetworkPeer(KubeloopModel):
+    """Clients allowed to reach the inference pods, as a NetworkPolicy peer: podSelector alone selects pods
+    in the ModelDeployment's namespace, namespaceSelector alone every pod of the selected namespaces, both
+    the selected pods of the selected namespaces."""
+
+    model_config = cel(
+        ("has(self.namespaceSelector) || has(self.podSelector)", "set namespaceSelector, podSelector or both")
+    )
+
+    namespace_selector: PeerSelector | None = None
+    """namespaceSelector selects namespaces by their labels (kubernetes.io/metadata.name is the name);
+    {} selects every namespace."""
+    pod_selector: PeerSelector | None = None
+    """podSelector selects pods by their labels; {} selects every pod."""
+
+
+class Network(KubeloopModel):
+    """Who may reach the inference pods (a NetworkPolicy the operator makes and keeps)."""
+
+    allow_from: Annotated[list[NetworkPeer], Field(min_length=1, max_length=20)] | None = None
+    """allowFrom lists the clients allowed on the serving port. Absent: the pods of the ModelDeployment's
+    own namespace only. The operator (canary analysis, Monitor scrapes) and the metrics scraper the
+    operator is configured with are always allowed. [{namespaceSelector: {}}] allows every pod."""
+
+
 class ModelDeploymentSpec(KubeloopModel):
     """The desired inference service."""
 
@@ -199,6 +266,8 @@ class ModelDeploymentSpec(KubeloopModel):
     """batch scores a Dataset on a schedule. Not built yet: the API server refuses it."""
     auth: Auth | None = None
     """auth requires bearer tokens on the inference API."""
+    network: Network | None = None
+    """network says who may reach the inference pods; absent, the pods of the same namespace only."""
 
 
 class ServedModel(KubeloopModel):

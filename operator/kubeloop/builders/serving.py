@@ -1,4 +1,4 @@
-"""The inference service of a ModelDeployment: Deployment, Service and, with autoscaling, an HPA."""
+"""The inference service of a ModelDeployment: Deployment, Service, NetworkPolicy, with autoscaling an HPA."""
 
 from __future__ import annotations
 
@@ -216,6 +216,35 @@ def service(*, name: str, namespace: str) -> Manifest:
             "type": "ClusterIP",
             "selector": selector(name),
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def network_policy(*, name: str, namespace: str, spec: ModelDeploymentSpec, settings: Settings) -> Manifest:
+    """Ingress to the server pods (both tracks) only on the serving port, only from the peers the spec
+    allows plus the operator and the metrics scraper; egress is left alone (the pods reach the store)."""
+    # Absent allowFrom: every pod of the ModelDeployment's own namespace, and no other (a tenant's model is
+    # its own until it says otherwise).
+    allowed = (
+        [{"podSelector": {}}]
+        if spec.network is None or spec.network.allow_from is None
+        else [peer.wire() for peer in spec.network.allow_from]
+    )
+    always = [
+        dict(peer) for peer in (settings.operator_peer, settings.metrics_scraper_peer) if peer is not None
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": child_labels("ModelDeployment", name, "server"),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": PORT}], "from": allowed + always}],
         },
     }
 

@@ -6,9 +6,12 @@ they stay pure and the tests can pass any configuration.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from kubeloop.api.modeldeployment import NetworkPeer
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
@@ -67,6 +70,11 @@ class Settings:
     # The safety resync: how often every object is reconciled again from memory although no event came (the
     # reconcile is event-driven; this only nets a missed trigger), in seconds.
     resync_seconds: float = 600.0
+    # NetworkPolicy peers always let onto the inference pods' port: the operator's own pod (canary analysis
+    # and Monitors scrape /metrics and the baseline) and the metrics scraper (Prometheus). None: no such
+    # peer (an operator run outside the cluster has no pod a policy could name).
+    operator_peer: Mapping[str, Any] | None = None
+    metrics_scraper_peer: Mapping[str, Any] | None = None
     # How many finished Jobs (ingest, training) each object keeps, newest first, like a CronJob's
     # successfulJobsHistoryLimit and failedJobsHistoryLimit: the rest are deleted with their pods.
     successful_jobs_history_limit: int = 3
@@ -98,6 +106,28 @@ class Settings:
             allowed_estimators=tuple(e.strip() for e in estimators.split(",") if e.strip())
             or DEFAULT_ESTIMATORS,
             resync_seconds=max(resync, 1.0),
+            operator_peer=network_peer(env, "KUBELOOP_OPERATOR_PEER"),
+            metrics_scraper_peer=network_peer(env, "KUBELOOP_METRICS_SCRAPER_PEER"),
             successful_jobs_history_limit=history_limit(env, "KUBELOOP_SUCCESSFUL_JOBS_HISTORY_LIMIT", 3),
             failed_jobs_history_limit=history_limit(env, "KUBELOOP_FAILED_JOBS_HISTORY_LIMIT", 1),
         )
+
+
+def network_peer(env: Mapping[str, str], variable: str) -> dict[str, Any] | None:
+    """A NetworkPolicy peer (JSON, the shape of ModelDeployment spec.network.allowFrom items) from the
+    environment, as the API server stores it; None when the variable is unset or empty."""
+    text = env.get(variable, "").strip()
+    if not text:
+        return None
+    try:
+        peer = NetworkPeer.model_validate(json.loads(text))
+    except ValueError as error:  # not JSON, or a pydantic ValidationError
+        raise SettingsError(
+            f"{variable}: not a NetworkPolicy peer ({{namespaceSelector, podSelector}} as JSON): {error}"
+        ) from None
+    # the CRD's CEL rule, which pydantic does not run: {} would be no peer at all
+    if peer.namespace_selector is None and peer.pod_selector is None:
+        raise SettingsError(
+            f"{variable}: not a NetworkPolicy peer: set namespaceSelector, podSelector or both"
+        )
+    return peer.wire()

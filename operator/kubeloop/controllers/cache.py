@@ -36,6 +36,7 @@ CHILDREN = (
     ("", "v1", "services", "Service"),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
     ("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     ("", "v1", "pods", "Pod"),
 )

@@ -21,6 +21,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Pod": "pods",
     "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
     "EndpointSlice": "endpointslices",
     "Dataset": "datasets",
     "TrainingJob": "trainingjobs",

@@ -22,6 +22,7 @@ from kubeloop.builders.serving import (
     deployment,
     deployment_name,
     disruption_budget,
+    network_policy,
     service,
     service_url,
     stable_replicas,
@@ -207,6 +208,7 @@ def reconcile(ctx: Context) -> BaseModel:
 
     live = apply_stable(ctx, spec, stable_model)
     applied(ctx, service(name=ctx.name, namespace=ctx.namespace))
+    applied(ctx, network_policy(name=ctx.name, namespace=ctx.namespace, spec=spec, settings=ctx.settings))
     hpa = autoscaler(name=ctx.name, namespace=ctx.namespace, spec=spec)
     if hpa is not None:
         applied(ctx, hpa)
