@@ -29,9 +29,12 @@ EXIT_DATA_ERROR = 2
 PVC_ROOT = "/mnt/pvc"
 
 # --- artifacts in the store -------------------------------------------------------------------------------
-# A dataset version: datasets/<namespace>/<name>/<content hash>/, complete once its marker exists.
+# A dataset version: datasets/<namespace>/<name>/<content hash>/ holds Parquet parts (part-00000.parquet,
+# ...), the baseline statistics and the manifest listing the parts; complete once the manifest exists.
+STATISTICS_FILE = "statistics.json"
+DATASET_MARKER = "manifest.json"
+# The one file of a snapshot written before parts (still read).
 SNAPSHOT_FILE = "data.parquet"
-DATASET_MARKER = "statistics.json"
 # A model: models/<sha256 of model.onnx>/, complete once its marker (the model card) exists.
 MODEL_FILE = "model.onnx"
 BASELINE_FILE = "baseline.json"

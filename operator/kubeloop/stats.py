@@ -98,6 +98,150 @@ def category_counts(categories: Sequence[str], values: Iterable[Any]) -> list[in
     return counts
 
 
+# ------------------------------------------------------------------------------------ streamed baseline
+# Ingest reads data in batches and cannot hold a column. The summaries above take a whole column; these
+# take it batch by batch, in bounded memory, and give the same document (exactly the same while a column
+# is small enough to be kept whole).
+
+# Values a quantile sketch level holds before it is compacted. The rank error is at most about
+# (n / SKETCH_CAPACITY) * log2(n / SKETCH_CAPACITY) values: 0.12 % of the rows at 10 million rows.
+SKETCH_CAPACITY = 8192
+# Distinct categories counted exactly before the rarest are pruned (Misra-Gries): a column of hashed
+# identifiers would otherwise keep one count per row.
+CATEGORY_CAPACITY = 4096
+
+
+class NumericSketch:
+    """Exact count, nulls, min, max, mean and std; quantile bins from a deterministic compacting sketch.
+
+    A mergeable quantile sketch rather than two passes: ingest reads its source once (an http or S3 source
+    need not be readable twice, nor unchanged in between), and the memory is ``SKETCH_CAPACITY`` values a
+    level (a level per doubling of the rows beyond it), whatever the number of rows. The sketch is the
+    classic one of Munro and Paterson (as in KLL, without the randomness): level ``h`` holds values of
+    weight ``2**h``; when it reaches ``SKETCH_CAPACITY`` values they are sorted and every other one (odd
+    and even positions by turns) goes up a level with twice the weight, so the total weight stays exactly
+    the number of values. Values are compacted in the order they come, ``SKETCH_CAPACITY`` at a time, so
+    the result depends on the values and their order, never on how they were split into batches. Below
+    ``SKETCH_CAPACITY`` values nothing is compacted and the edges and counts are numeric_summary's.
+    """
+
+    def __init__(self, capacity: int = SKETCH_CAPACITY) -> None:
+        if capacity < 2 or capacity % 2:
+            raise ValueError(f"a sketch capacity must be an even number >= 2, got {capacity}")
+        self.capacity = capacity
+        self.levels: list[npt.NDArray[np.float64]] = []
+        self.turns: list[int] = []  # per level: which half the next compaction keeps
+        self.count = 0
+        self.nulls = 0
+        self.mean = 0.0
+        self.m2 = 0.0  # sum of squared deviations from the mean (Chan's parallel update)
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, values: npt.ArrayLike) -> None:
+        vals = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(vals)
+        present = vals[~missing] if missing.any() else vals
+        self.nulls += int(missing.sum())
+        n = int(present.size)
+        if not n:
+            return
+        mean = float(present.mean())
+        m2 = float(np.sum((present - mean) ** 2))
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+        self.min = min(self.min, float(present.min()))
+        self.max = max(self.max, float(present.max()))
+        self._push(0, present)
+
+    def _push(self, level: int, values: npt.NDArray[np.float64]) -> None:
+        if level == len(self.levels):
+            self.levels.append(np.empty(0, dtype=np.float64))
+            self.turns.append(0)
+        held = np.concatenate([self.levels[level], values])
+        chunks = held.size // self.capacity
+        if not chunks:
+            self.levels[level] = held
+            return
+        full = np.sort(held[: chunks * self.capacity].reshape(chunks, self.capacity), axis=1)
+        # Chunk i keeps the even positions when (turn + i) is even, the odd ones otherwise.
+        odd = ((self.turns[level] + np.arange(chunks)) % 2).astype(bool)[:, None]
+        kept = np.where(odd, full[:, 1::2], full[:, 0::2]).reshape(-1)
+        self.turns[level] = (self.turns[level] + chunks) % 2
+        self.levels[level] = held[chunks * self.capacity :]
+        self._push(level + 1, kept)
+
+    def _weighted(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The held values sorted, with their weights."""
+        values = np.concatenate(self.levels)
+        weights = np.concatenate([np.full(lv.size, 2.0**h) for h, lv in enumerate(self.levels)])
+        order = np.argsort(values, kind="stable")
+        return values[order], weights[order]
+
+    def summary(self, max_bins: int = MAX_BINS) -> dict[str, Any]:
+        """The same document as numeric_summary."""
+        if len(self.levels) <= 1:  # nothing compacted: every value is held once
+            held = self.levels[0] if self.levels else np.empty(0)
+            edges = quantile_edges(held, max_bins)
+            counts = bin_counts(edges, held)
+        else:
+            values, weights = self._weighted()
+            cumulative = np.cumsum(weights)
+            qs = np.linspace(0.0, 1.0, max_bins + 1)[1:-1]
+            picks = np.searchsorted(cumulative, qs * cumulative[-1], side="left")
+            edges = [e for e in sorted({float(values[i]) for i in picks}) if e < self.max]
+            index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
+            binned = np.bincount(index, weights=weights, minlength=len(edges) + 1)
+            counts = [int(c) for c in binned]  # weights are powers of two: sums are exact
+        out: dict[str, Any] = {"kind": "numeric", "edges": edges, "counts": counts, "nulls": self.nulls}
+        if self.count:
+            out.update(
+                min=self.min, max=self.max, mean=self.mean, std=math.sqrt(max(self.m2, 0.0) / self.count)
+            )
+        else:
+            out.update(min=None, max=None, mean=None, std=None)
+        return out
+
+
+class CategoryCounts:
+    """Counts per category, batch by batch; exact up to ``capacity`` distinct values.
+
+    Beyond that the rarest are pruned as Misra and Gries do (every count lowered by the count ranked
+    ``capacity + 1``, those at zero dropped), so memory stays bounded, a category's count is short by at
+    most the rows seen over ``capacity``, and any category more frequent than that is kept.
+    """
+
+    def __init__(self, capacity: int = CATEGORY_CAPACITY) -> None:
+        self.capacity = capacity
+        self.counts: dict[str, int] = {}
+        self.nulls = 0
+
+    def add(self, categories: Iterable[str], counts: Iterable[int], nulls: int = 0) -> None:
+        held = self.counts
+        for key, n in zip(categories, counts, strict=True):
+            held[key] = held.get(key, 0) + int(n)
+        self.nulls += int(nulls)
+        if len(held) > 2 * self.capacity:
+            cut = sorted(held.values(), reverse=True)[self.capacity]
+            self.counts = {k: n - cut for k, n in held.items() if n > cut}
+
+    def distinct(self) -> int:
+        return len(self.counts)
+
+    def summary(self, max_categories: int = MAX_CATEGORIES) -> dict[str, Any]:
+        """The same document as categorical_summary."""
+        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]
+        return {
+            "kind": "categorical",
+            "categories": [k for k, _ in ranked],
+            "counts": [c for _, c in ranked],
+            "nulls": self.nulls,
+        }
+
+
 # ---------------------------------------------------------------------------------------------- drift
 
 

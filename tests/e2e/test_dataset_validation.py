@@ -113,11 +113,11 @@ def test_bad_data_is_not_validated_and_writes_no_snapshot(
     # a store to look at.
     store = store_listing(kubectl, namespace, operator_installed["trainer"], namespace)
     snapshot = f"datasets/{namespace}/{CONTROL}/{control['sha256']}"
-    assert control["artifactURI"] == f"{store['storeURI'].rstrip('/')}/{snapshot}/data.parquet", (
+    assert control["artifactURI"] == f"{store['storeURI'].rstrip('/')}/{snapshot}/manifest.json", (
         control["artifactURI"],
         store["storeURI"],
     )
-    expected = [f"{snapshot}/data.parquet", f"{snapshot}/statistics.json"]
+    expected = [f"{snapshot}/manifest.json", f"{snapshot}/part-00000.parquet", f"{snapshot}/statistics.json"]
     assert store["keys"] == expected, store
     if store["paths"] is not None:  # a volume store: every file and directory, temp files too
         parts = snapshot.split("/")

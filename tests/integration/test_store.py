@@ -172,3 +172,34 @@ def test_directory_is_complete_only_with_its_marker(tmp_path: Path, s3_env: S3Se
         assert set(sums) == {"model.onnx", "report/plot.png", "model-card.json"}
         with pytest.raises(StoreError, match=r"has no missing\.json"):
             store.put_dir("models/w", local, marker="missing.json")
+
+
+def test_streamed_write_goes_up_in_parts_and_appears_only_when_whole(
+    tmp_path: Path,
+    s3_env: S3Server,  # noqa: F811
+) -> None:
+    """open_write streams an object larger than one S3 part (three parts here); a block that fails leaves
+    no object and no unfinished multipart upload; move and remove act on the objects."""
+    chunk = os.urandom(1 << 20)
+    size = 40 << 20  # 16 MiB parts: two full ones and a short last one
+    for store in _stores(tmp_path, s3_env):
+        with store.open_write("staging/part-00000.parquet") as out:
+            for _ in range(size // len(chunk)):
+                out.write(chunk)
+            assert not store.exists("staging/part-00000.parquet")  # not before the block ends
+        assert store.get_bytes("staging/part-00000.parquet") == chunk * (size // len(chunk))
+
+        with pytest.raises(RuntimeError, match="writer died"), store.open_write("staging/broken") as out:
+            out.write(chunk * 20)  # a part is already up when it fails
+            raise RuntimeError("writer died")
+        assert not store.exists("staging/broken")
+
+        store.move("staging/part-00000.parquet", "v1/part-00000.parquet")
+        store.remove("staging")
+        assert store.list() == ["v1/part-00000.parquet"]
+        store.remove("v1")
+        assert store.list() == []
+    s3 = open_store(f"s3://{s3_env.bucket}/x")
+    uploads = s3.client.list_multipart_uploads(Bucket=s3_env.bucket)  # type: ignore[attr-defined]
+    assert not uploads.get("Uploads"), uploads
+    assert not (tmp_path / "vol" / "staging").exists() and not (tmp_path / "vol" / "v1").exists()

@@ -6,8 +6,13 @@ import functools
 import hashlib
 import hmac
 import http.server
+import io
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from kubeloop.runtime import ingest
+from kubeloop.runtime import ingest, snapshot, train
+from kubeloop.runtime.readers import BatchSize
+from kubeloop.runtime.store import open_store
+
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD_CSV = "sepal_length,color,email,label\n5.1,red,a@x.io,0\n4.9,blue,b@x.io,1\n6.2,red,c@x.io,1\n"
 SCHEMA = {
@@ -60,12 +69,17 @@ def test_builtin_iris_is_versioned_and_unchanged_input_writes_nothing(
     code, first = run_ingest(monkeypatch, capsys, store, source={"builtin": "iris"})
     assert code == 0 and first["ok"] and first["created"] and first["rows"] == 150
     snapshot = store / "datasets/team/flowers" / first["sha256"]
-    assert hashlib.sha256((snapshot / "data.parquet").read_bytes()).hexdigest() == first["sha256"]
+    assert first["artifactURI"] == f"file://{snapshot}/manifest.json"
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    assert manifest["sha256"] == first["sha256"] and manifest["rows"] == 150
+    for part in manifest["parts"]:  # every part is what the manifest says it is
+        assert hashlib.sha256((snapshot / part["path"]).read_bytes()).hexdigest() == part["sha256"]
     assert first["version"] == first["sha256"][:16]
-    mtime = (snapshot / "data.parquet").stat().st_mtime_ns
+    mtime = (snapshot / "manifest.json").stat().st_mtime_ns
     code, second = run_ingest(monkeypatch, capsys, store, source={"builtin": "iris"})
     assert code == 0 and second["sha256"] == first["sha256"] and not second["created"]
-    assert (snapshot / "data.parquet").stat().st_mtime_ns == mtime
+    assert (snapshot / "manifest.json").stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in (store / "datasets/team/flowers").iterdir()) == [first["sha256"]]
     doc = json.loads((snapshot / "statistics.json").read_text())
     assert doc["rows"] == 150 and doc["targetName"] == "target"
     assert doc["target"]["kind"] == "categorical" and doc["target"]["counts"] == [50, 50, 50]
@@ -165,7 +179,7 @@ def test_privacy_drops_and_hashes_before_anything_is_written(
     )
     assert code == 0, result
     snapshot = store / "datasets/team/flowers" / result["sha256"]
-    frame = pd.read_parquet(snapshot / "data.parquet")
+    frame = pd.read_parquet(snapshot / "part-00000.parquet")
     assert list(frame.columns) == ["sepal_length", "email", "label"]
     expected = hmac.new(b"s3cret-key", b"a@x.io", hashlib.sha256).hexdigest()
     assert frame["email"][0] == expected
@@ -247,3 +261,143 @@ def test_url_source_csv_with_duplicates_dropped(
     code, result = run_ingest(monkeypatch, capsys, tmp_path / "store", source={"url": f"{base}/missing.csv"})
     # A 404 will not pass by itself: a data error at once, naming the status (tests/integration has the rest).
     assert code == 2 and result["reason"] == "SourceNotFound" and "HTTP 404" in result["message"]
+
+
+# ------------------------------------------------------------------------------------ streamed ingest
+
+
+def wide_csv(rows: int, bad: dict[int, str] | None = None) -> str:
+    """rows of a float, an int, a category, a bool and an undeclared column, some cells empty; ``bad``
+    replaces the float cell of a row (counted from 1)."""
+    lines = ["x,n,city,flag,extra"]
+    for i in range(1, rows + 1):
+        x = (bad or {}).get(i, "" if i % 17 == 0 else f"{(i * 7919) % 1000 / 10}")
+        lines.append(f"{x},{i % 13},{['oslo', 'lima', 'rome'][i % 3]},{'yes' if i % 2 else 'no'},{i * 0.5}")
+    return "\n".join(lines) + "\n"
+
+
+WIDE_SCHEMA = {
+    "target": "n",
+    "columns": [
+        {"name": "x", "type": "float"},
+        {"name": "n", "type": "int"},
+        {"name": "city", "type": "category"},
+        {"name": "flag", "type": "bool"},
+    ],
+}
+
+
+def ingest_in_batches(
+    store: Path, source: dict[str, Any], batch_bytes: int, rows: int, parts: int
+) -> dict[str, Any]:
+    config = {
+        "namespace": "team",
+        "name": "wide",
+        "storeURI": f"file://{store}",
+        "source": source,
+        "schema": WIDE_SCHEMA,
+    }
+    return ingest.ingest(config, BatchSize(bytes=batch_bytes, rows=rows), part_rows=parts)
+
+
+def test_version_does_not_depend_on_batches_parts_or_format(tmp_path: Path, configmap: Path) -> None:
+    text = wide_csv(3000)
+    source = cm_source(configmap, text)
+    whole = ingest_in_batches(tmp_path / "a", source, 16 << 20, 1 << 17, 1 << 20)
+    small = ingest_in_batches(tmp_path / "b", source, 2048, 100, 700)
+    assert whole["parts"] == 1 and small["parts"] == 5  # 3000 rows in parts of 700
+    assert small["sha256"] == whole["sha256"] and small["rows"] == whole["rows"] == 3000
+
+    # The same table from a Parquet file of many row groups, read 100 rows at a time.
+    frame = pd.read_csv(io.StringIO(text), dtype={"n": "int64"})
+    frame["flag"] = frame["flag"] == "yes"
+    frame.to_parquet(configmap / "wide.parquet", row_group_size=250)
+    parquet = ingest_in_batches(
+        tmp_path / "c", {"configMapRef": {"name": "w", "key": "wide.parquet"}}, 2048, 100, 700
+    )
+    assert parquet["sha256"] == whole["sha256"]
+
+    # Every row is in the parts, in order, and the statistics agree whatever the batches.
+    store_a, store_b = (open_store(f"file://{tmp_path / d}") for d in "ab")
+    prefix = f"datasets/team/wide/{whole['sha256']}"
+    assert snapshot.read_table(store_b, prefix).equals(snapshot.read_table(store_a, prefix))
+    assert snapshot.read_table(store_b, prefix).column("x").null_count == 3000 // 17
+    stats_a, stats_b = (json.loads(s.get_bytes(f"{prefix}/statistics.json")) for s in (store_a, store_b))
+    for name in ("x", "extra"):
+        a, b = stats_a["features"][name], stats_b["features"][name]
+        assert a["edges"] == b["edges"] and a["counts"] == b["counts"] and a["nulls"] == b["nulls"]
+        assert a["mean"] == pytest.approx(b["mean"], rel=1e-12)
+    assert stats_a["target"] == stats_b["target"] and stats_a["target"]["kind"] == "categorical"
+    assert stats_b["features"]["city"]["counts"] == [1000, 1000, 1000]
+
+
+def test_bad_cell_in_a_later_batch_is_named_by_its_row_and_nothing_is_written(
+    tmp_path: Path, configmap: Path
+) -> None:
+    source = cm_source(configmap, wide_csv(3000, bad={2500: "abc"}))
+    with pytest.raises(ingest.DataError, match=r"^row 2500, column 'x': 'abc' is not a float$"):
+        ingest_in_batches(tmp_path / "store", source, 2048, 100, 700)
+    assert not [p for p in (tmp_path / "store").rglob("*")]  # parts staged before row 2500 are gone
+
+
+def test_an_inferred_type_a_later_batch_breaks_says_to_declare_it(tmp_path: Path, configmap: Path) -> None:
+    text = wide_csv(3000).replace(",1249.5\n", ",n/a\n")  # the undeclared "extra" of row 2499
+    with pytest.raises(
+        ingest.DataError, match=r"row 2499, column 'extra': 'n/a' is not a float .*declare it"
+    ):
+        ingest_in_batches(tmp_path / "store", cm_source(configmap, text), 2048, 100, 700)
+
+
+def test_a_check_that_fails_at_the_end_removes_the_staged_parts(tmp_path: Path, configmap: Path) -> None:
+    text = wide_csv(3000)
+    text += text.splitlines()[1] + "\n"  # row 3001 repeats row 1
+    config = {
+        "namespace": "team",
+        "name": "wide",
+        "storeURI": f"file://{tmp_path / 'store'}",
+        "source": cm_source(configmap, text),
+        "schema": WIDE_SCHEMA,
+        "validation": {"duplicates": "fail"},
+    }
+    with pytest.raises(ingest.DataError, match=r"^1 duplicate row\(s\), e.g. rows 3001;"):
+        ingest.ingest(config, BatchSize(bytes=2048, rows=100), part_rows=700)
+    assert not [p for p in (tmp_path / "store").rglob("*")]
+    config["validation"] = {"duplicates": "drop"}
+    assert ingest.ingest(config, BatchSize(bytes=2048, rows=100), part_rows=700)["rows"] == 3000
+
+
+KILLED_INGEST = """
+import sys
+from kubeloop.runtime import ingest
+from kubeloop.runtime.readers import BatchSize
+source = {"pvc": {"claimName": "c", "path": "big.csv"}}
+config = {"namespace": "team", "name": "big", "storeURI": sys.argv[1], "source": source}
+ingest.ingest(config, BatchSize(bytes=4096), part_rows=500)
+"""
+
+
+def test_an_ingest_killed_mid_way_leaves_no_snapshot_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pvc").mkdir()
+    (tmp_path / "pvc" / "big.csv").write_text(wide_csv(200_000))
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "KUBELOOP_PVC_ROOT": str(tmp_path / "pvc")}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_INGEST, f"file://{store}"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(store.glob("datasets/team/big/.staging-*/part-00002.parquet")):
+            assert writer.poll() is None and time.monotonic() < deadline, "no part was ever staged"
+            time.sleep(0.02)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not list(store.rglob("manifest.json"))
+    config = {
+        "namespace": "team",
+        "name": "t",
+        "storeURI": f"file://{store}",
+        "dataset": {"name": "big", "version": "0"},
+    }
+    with pytest.raises(ingest.DataError, match="no complete snapshot"):
+        train.load_dataset(config)

@@ -1,7 +1,15 @@
 """Ingest a Dataset: read, check the schema and rules, apply privacy, hash, compute statistics, write once.
 
-Order matters: columns to drop are removed and columns to hash are replaced before anything is written,
-so raw personal data never reaches the store. Nothing is written unless every check passes.
+The source streams through in batches (CSV blocks, Parquet row groups; readers.py), so memory is bounded
+by the batch size, not the data: each batch is typed, validated and made private, then hashed, counted
+into the statistics and written to a Parquet part (snapshot.py). Order matters: columns to drop are
+removed and columns to hash are replaced before anything is written, so raw personal data never reaches
+the store. Parts go under a staging prefix and become a snapshot only when every check has passed (the
+manifest is written last); a failed ingest removes what it staged.
+
+The types of columns the schema does not declare are inferred from the first batch (up to 16 MiB of CSV,
+131,072 rows of Parquet): a later cell that does not fit is a schema violation that says so, and
+declaring the column's type in the schema is the fix.
 
 Config (``KUBELOOP_CONFIG``): the Dataset spec's fields (``source``, ``format``, ``schema``, ``validation``,
 ``privacy``) plus ``namespace``, ``name``, ``storeURI``. Rows in messages count from 1, header excluded.
@@ -10,47 +18,58 @@ Config (``KUBELOOP_CONFIG``): the Dataset spec's fields (``source``, ``format``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from kubeloop import stats
-from kubeloop.contract import DATASET_MARKER, SNAPSHOT_FILE
+from kubeloop.contract import DATASET_MARKER, STATISTICS_FILE
 from kubeloop.runtime import fetch, jobio
 from kubeloop.runtime.jobio import DataError
-from kubeloop.runtime.store import join, open_store
+from kubeloop.runtime.readers import BatchSize, Table
+from kubeloop.runtime.snapshot import PART_ROWS, ContentHash, PartWriter, publish, staging_prefix
+from kubeloop.runtime.store import Store, join, open_store
 
 BUILTINS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 NUMERIC_TYPES = ("float", "int")
+TYPES = ("float", "int", "category", "string", "bool")
+ARROW_TYPES = {
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "category": pa.string(),
+    "string": pa.string(),
+}
 TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f"}
-NULL_TOKENS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 MAX_ERRORS = 5  # enough to see a pattern; the result must fit the 4 KiB termination log
+# An int target with at most this many values is a class label: its baseline is a frequency per class.
+MAX_LABELS = 20
 
 
 # ------------------------------------------------------------------------------------------------ read
 
 
-def read_source(config: dict[str, Any]) -> tuple[pd.DataFrame, str]:
-    """The raw table and where it came from (for messages). CSV cells stay strings until typed here."""
+def read_source(config: dict[str, Any]) -> tuple[Table, str]:
+    """The raw table (read in batches later) and where it came from (for messages)."""
     source = config.get("source") or {}
     kinds = [k for k in ("builtin", "url", "s3", "pvc", "configMapRef") if source.get(k)]
     if len(kinds) != 1:
         raise DataError("InvalidSource", "source must set exactly one of builtin, url, s3, pvc, configMapRef")
     kind = kinds[0]
     if kind == "builtin":
-        return _builtin(source["builtin"]), f"builtin {source['builtin']}"
+        what = f"builtin {source['builtin']}"
+        return Table(what, "frame", frame=_builtin(source["builtin"])), what
     fmt = config.get("format")
     if kind == "url":
         url = source["url"]
@@ -99,30 +118,18 @@ def _format_of(name: str) -> str:
     raise DataError("UnknownFormat", f"cannot tell the format of {name!r}: set format to csv or parquet")
 
 
-def _read_path(path: Path, fmt: str | None) -> pd.DataFrame:
+def _read_path(path: Path, fmt: str | None) -> Table:
     if not path.is_file():
         raise DataError(
             "SourceNotFound", f"{path} does not exist (is the volume mounted and the path right?)"
         )
-    return _parse(path.read_bytes(), fmt or _format_of(path.name), str(path))
+    return Table(str(path), fmt or _format_of(path.name), open=lambda: open(path, "rb"))
 
 
-def _parse(data: bytes, fmt: str, what: str) -> pd.DataFrame:
-    try:
-        if fmt == "parquet":
-            return pq.read_table(io.BytesIO(data)).to_pandas()
-        if fmt == "csv":
-            # All cells as text: types are decided by the schema, so a bad cell can be reported, not coerced.
-            return pd.read_csv(
-                io.BytesIO(data),
-                dtype=str,
-                keep_default_na=False,
-                na_values=NULL_TOKENS,
-                compression="infer" if what.endswith(".gz") else None,
-            )
-    except (ValueError, pa.ArrowInvalid, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError("UnreadableData", f"cannot read {what} as {fmt}: {exc}") from None
-    raise DataError("UnknownFormat", f"format must be csv or parquet, got {fmt!r}")
+def _parse(data: bytes, fmt: str, what: str) -> Table:
+    if fmt not in ("csv", "parquet"):
+        raise DataError("UnknownFormat", f"format must be csv or parquet, got {fmt!r}")
+    return Table(what, fmt, open=lambda: io.BytesIO(data))
 
 
 # ------------------------------------------------------------------------------------- schema + rules
@@ -146,34 +153,163 @@ def infer_type(series: pd.Series) -> str:
     return "category"
 
 
-def apply_schema(df: pd.DataFrame, schema: dict[str, Any], private: set[str]) -> pd.DataFrame:
-    """Typed columns in a fixed order; raises DataError listing the first offending cells."""
+def infer_kind(column: pa.Array) -> str:
+    """infer_type on a batch's column, by pyarrow where it can tell (the pandas rules otherwise)."""
+    kind = column.type
+    if kind == pa.bool_():
+        return "bool"
+    if kind == pa.int64():
+        return "int"
+    if kind == pa.float64():
+        return "float"
+    if column.null_count == len(column):
+        return "category"
+    with contextlib.suppress(pa.ArrowInvalid):
+        pc.cast(column, pa.int64())
+        return "int"
+    with contextlib.suppress(pa.ArrowInvalid):
+        if not _any(pc.is_nan(pc.cast(column, pa.float64()))):
+            return "float"
+    return infer_type(column.to_pandas())
+
+
+def columns_of(
+    names: list[str], schema: dict[str, Any], first: pa.RecordBatch | None
+) -> list[dict[str, Any]]:
+    """Every column of the data with its type: the schema's, or inferred from the first batch."""
     declared = {c["name"]: c for c in schema.get("columns") or []}
-    missing = [n for n in declared if n not in df.columns]
     target = schema.get("target")
-    if target and target not in df.columns:
+    if target and target not in names:
         raise DataError(
-            "MissingTarget",
-            f"the target column {target!r} is missing; the data has columns {list(df.columns)}",
+            "MissingTarget", f"the target column {target!r} is missing; the data has columns {names}"
         )
+    missing = [n for n in declared if n not in names]
     if missing:
         raise DataError(
             "MissingColumn",
-            f"column(s) {missing} in the schema are missing from the data; "
-            f"the data has columns {list(df.columns)}",
+            f"column(s) {missing} in the schema are missing from the data; the data has columns {names}",
         )
+    out = []
+    for name in names:
+        col = declared.get(name)
+        if col is None:
+            inferred = infer_kind(first.column(name)) if first is not None else "category"
+            col = {"name": name, "type": inferred, "inferred": True}
+        elif col.get("type", "string") not in TYPES:
+            raise DataError(
+                "SchemaViolation",
+                f"column {name!r}: type {col.get('type')!r} is not one of float, int, category, string, bool",
+            )
+        out.append(col)
+    return out
+
+
+def type_batch(
+    raw: pa.RecordBatch, columns: list[dict[str, Any]], private: set[str], offset: int
+) -> pa.RecordBatch:
+    """The batch typed by ``columns``; raises DataError listing the first offending cells (rows counted
+    from the start of the data: ``offset`` rows came before this batch)."""
     errors: list[str] = []
-    typed: dict[str, pd.Series] = {}
-    for name in df.columns:
-        col = declared.get(name) or {"name": name, "type": infer_type(df[name])}
-        typed[name] = _typed_column(df[name], col, name in private, errors)
+    arrays = [_typed(raw.column(c["name"]), c, c["name"] in private, offset, errors) for c in columns]
     if errors:
         more = f" (and more; first {MAX_ERRORS} shown)" if len(errors) > MAX_ERRORS else ""
         raise DataError("SchemaViolation", "; ".join(errors[:MAX_ERRORS]) + more)
-    return pd.DataFrame(typed)
+    return pa.RecordBatch.from_arrays(arrays, names=[c["name"] for c in columns])
 
 
-def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: list[str]) -> pd.Series:
+def _typed(raw: pa.Array, col: dict[str, Any], private: bool, offset: int, errors: list[str]) -> pa.Array:
+    # The fast path types clean columns in pyarrow; a column it cannot type, or with a bad cell, goes the
+    # pandas way, which finds and names every bad cell exactly as before.
+    fast = _typed_fast(raw, col)
+    if fast is not None:
+        return fast
+    before = len(errors)
+    out = _typed_column(raw.to_pandas(), col, private, errors, offset)
+    if len(errors) > before and col.get("inferred"):
+        errors[before] += (
+            f" (the column's type {col['type']} was inferred from the first rows: "
+            "declare it in schema.columns)"
+        )
+    if len(errors) > before:
+        return raw
+    kind = col.get("type", "string")
+    values = out.astype(object).where(out.notna(), None) if kind in ("category", "string") else out
+    return pa.array(values, type=ARROW_TYPES[kind], from_pandas=True)
+
+
+def _any(mask: pa.Array) -> bool:
+    return bool(pc.any(mask).as_py())
+
+
+def _typed_fast(raw: pa.Array, col: dict[str, Any]) -> pa.Array | None:
+    """The typed column when every cell is valid and pyarrow can tell; None sends it the slow way."""
+    kind = col.get("type", "string")
+    if not col.get("nullable", True) and raw.null_count:
+        return None
+    try:
+        out: pa.Array
+        if kind in NUMERIC_TYPES:
+            if raw.type == pa.string():
+                numbers = pc.cast(raw, pa.float64())
+                if _any(pc.is_nan(numbers)):
+                    return None  # "NaN"-like text that is not a null token: the slow way names it
+            elif raw.type in (pa.int64(), pa.float64()):
+                numbers = raw.cast(pa.float64())
+            else:
+                return None
+            if kind == "int":
+                if raw.type == pa.int64():
+                    out = raw
+                elif raw.type == pa.string():
+                    out = pc.cast(raw, pa.int64())  # "3.0" fails here: the slow way accepts it as 3
+                else:
+                    out = pc.cast(raw, pa.int64())  # safe: a fractional float fails
+            else:
+                out = numbers
+            for bound, test in (("minimum", pc.less), ("maximum", pc.greater)):
+                if col.get(bound) is not None and _any(test(numbers, float(col[bound]))):
+                    return None
+        elif kind == "bool":
+            if raw.type == pa.bool_():
+                out = raw
+            elif raw.type == pa.string():
+                text = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
+                if _any(
+                    pc.invert(pc.is_in(pc.fill_null(text, "true"), value_set=pa.array(sorted(TRUE | FALSE))))
+                ):
+                    return None
+                out = pc.if_else(
+                    pc.is_null(raw),
+                    pa.scalar(None, pa.bool_()),
+                    pc.is_in(text, value_set=pa.array(sorted(TRUE))),
+                )
+            else:
+                return None
+        elif kind in ("category", "string"):
+            if raw.type == pa.string():
+                out = raw
+            elif raw.type == pa.int64():
+                out = raw.cast(pa.string())
+            else:
+                return None
+        else:
+            return None
+        allowed = col.get("values")
+        if allowed is not None:
+            if out.type != pa.string():
+                return None
+            allowed_set = pa.array(sorted({str(v) for v in allowed}))
+            inside = pc.or_(pc.is_null(out), pc.is_in(out, value_set=allowed_set))
+            if _any(pc.invert(inside)):
+                return None
+        return out
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _typed_column(
+    raw: pd.Series, col: dict[str, Any], private: bool, errors: list[str], offset: int = 0
+) -> pd.Series:
     name, kind = col["name"], col.get("type", "string")
     null = raw.isna()
     values = raw.reset_index(drop=True)
@@ -182,11 +318,11 @@ def _typed_column(raw: pd.Series, col: dict[str, Any], private: bool, errors: li
         for pos in positions[: MAX_ERRORS + 1]:
             # A private column's value must not reach logs or status: name the cell, not its content.
             shown = "the value" if private else repr(str(values.iloc[pos]))
-            errors.append(f"row {pos + 1}, column {name!r}: {shown} {what}")
+            errors.append(f"row {offset + pos + 1}, column {name!r}: {shown} {what}")
 
     if not col.get("nullable", True) and null.any():
         for pos in np.flatnonzero(null.to_numpy())[: MAX_ERRORS + 1]:
-            errors.append(f"row {pos + 1}, column {name!r}: is empty but the column is not nullable")
+            errors.append(f"row {offset + pos + 1}, column {name!r}: is empty but the column is not nullable")
 
     out: pd.Series
     if kind in NUMERIC_TYPES:
@@ -241,38 +377,76 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def check_rules(df: pd.DataFrame, validation: dict[str, Any]) -> pd.DataFrame:
-    min_rows = int(validation.get("minRows", 1))
-    if len(df) < min_rows:
-        raise DataError("TooFewRows", f"the data has {len(df)} rows; validation.minRows is {min_rows}")
-    max_null = float(validation.get("maxNullFraction", 1.0))
-    for name in df.columns:
-        empty = df[name].isna().to_numpy()
-        fraction = float(empty.mean()) if len(df) else 0.0
-        if fraction > max_null:
-            rows = np.flatnonzero(empty)[:MAX_ERRORS] + 1
-            more = ", ..." if int(empty.sum()) > MAX_ERRORS else ""
+class Rules:
+    """validation (minRows, maxNullFraction, duplicates) over the whole stream, batch by batch.
+
+    Null counts cost a number a column. The duplicates policies drop and fail keep a 64-bit hash of every
+    distinct row (8 bytes a row: 80 MB at 10 million rows; a collision, which would take a row for a
+    duplicate, has odds of about 3 in a million there); keep, the default, keeps nothing.
+    """
+
+    def __init__(self, validation: dict[str, Any], names: list[str]) -> None:
+        self.min_rows = int(validation.get("minRows", 1))
+        self.max_null = float(validation.get("maxNullFraction", 1.0))
+        self.policy = validation.get("duplicates", "keep")
+        if self.policy not in ("keep", "drop", "fail"):
             raise DataError(
-                "TooManyNulls",
-                f"column {name!r} is {fraction:.1%} empty (rows {', '.join(map(str, rows))}{more}); "
-                f"validation.maxNullFraction is {max_null:.1%}",
+                "InvalidValidation", f"validation.duplicates must be keep, drop or fail, got {self.policy!r}"
             )
-    policy = validation.get("duplicates", "keep")
-    duplicated = df.duplicated(keep="first").to_numpy()
-    if policy == "fail" and duplicated.any():
-        rows = np.flatnonzero(duplicated)[:MAX_ERRORS] + 1
-        raise DataError(
-            "DuplicateRows",
-            f"{int(duplicated.sum())} duplicate row(s), e.g. rows "
-            f"{', '.join(map(str, rows))}; validation.duplicates is fail",
-        )
-    if policy == "drop":
-        df = df[~duplicated].reset_index(drop=True)
-    elif policy not in ("keep", "fail"):
-        raise DataError(
-            "InvalidValidation", f"validation.duplicates must be keep, drop or fail, got {policy!r}"
-        )
-    return df
+        self.names = names
+        self.rows = 0
+        self.nulls = dict.fromkeys(names, 0)
+        self.null_rows: dict[str, list[int]] = {n: [] for n in names}
+        self.duplicates = 0
+        self.duplicate_rows: list[int] = []
+        self.seen = np.empty(0, dtype=np.uint64)
+
+    def observe(self, typed: pa.RecordBatch) -> pa.RecordBatch:
+        """Count the batch; the batch without its duplicate rows when the policy drops them."""
+        offset = self.rows
+        self.rows += typed.num_rows
+        for name, column in zip(typed.schema.names, typed.columns, strict=True):
+            if column.null_count:
+                self.nulls[name] += column.null_count
+                if len(self.null_rows[name]) < MAX_ERRORS:
+                    empty = np.flatnonzero(np.asarray(column.is_null()))
+                    self.null_rows[name] += [int(offset + p + 1) for p in empty[:MAX_ERRORS]]
+        if self.policy == "keep" or not typed.num_rows:
+            return typed
+        hashes = pd.util.hash_pandas_object(typed.to_pandas(), index=False).to_numpy()
+        repeated = pd.Series(hashes).duplicated().to_numpy()
+        if self.seen.size:
+            at = np.minimum(np.searchsorted(self.seen, hashes), self.seen.size - 1)
+            repeated = repeated | (self.seen[at] == hashes)
+        self.seen = np.union1d(self.seen, hashes)
+        positions = np.flatnonzero(repeated)
+        self.duplicates += positions.size
+        self.duplicate_rows += [
+            int(offset + p + 1) for p in positions[: MAX_ERRORS - len(self.duplicate_rows)]
+        ]
+        return typed.filter(pa.array(~repeated)) if self.policy == "drop" and positions.size else typed
+
+    def finish(self) -> None:
+        if self.rows < self.min_rows:
+            raise DataError(
+                "TooFewRows", f"the data has {self.rows} rows; validation.minRows is {self.min_rows}"
+            )
+        for name in self.names:
+            fraction = self.nulls[name] / self.rows if self.rows else 0.0
+            if fraction > self.max_null:
+                more = ", ..." if self.nulls[name] > MAX_ERRORS else ""
+                raise DataError(
+                    "TooManyNulls",
+                    f"column {name!r} is {fraction:.1%} empty (rows "
+                    f"{', '.join(map(str, self.null_rows[name][:MAX_ERRORS]))}{more}); "
+                    f"validation.maxNullFraction is {self.max_null:.1%}",
+                )
+        if self.policy == "fail" and self.duplicates:
+            raise DataError(
+                "DuplicateRows",
+                f"{self.duplicates} duplicate row(s), e.g. rows "
+                f"{', '.join(map(str, self.duplicate_rows))}; validation.duplicates is fail",
+            )
 
 
 # --------------------------------------------------------------------------------------------- privacy
@@ -301,71 +475,76 @@ def hash_key(config: dict[str, Any]) -> bytes:
     return key
 
 
-def apply_privacy(
-    df: pd.DataFrame, privacy: dict[str, Any], target: str | None, key: bytes | None
-) -> pd.DataFrame:
-    drop = list(privacy.get("drop") or [])
-    hashed = list(privacy.get("hash") or [])
-    unknown = [c for c in drop + hashed if c not in df.columns]
-    if unknown:
-        raise DataError("InvalidPrivacy", f"privacy names column(s) {unknown} that the data does not have")
-    if target and target in drop:
-        raise DataError("InvalidPrivacy", f"privacy.drop removes the target column {target!r}")
-    df = df.drop(columns=drop)
-    for name in hashed:
-        assert key is not None
-        df[name] = (
-            df[name]
-            .map(
-                lambda v, k=key: (
-                    pd.NA if pd.isna(v) else hmac.new(k, _as_text(v).encode(), hashlib.sha256).hexdigest()
-                )
+def hash_columns(batch: pa.RecordBatch, hashed: list[str], key: bytes) -> pa.RecordBatch:
+    """The batch with each of ``hashed`` replaced by the keyed hash (HMAC-SHA256, hex) of its text."""
+    if not hashed:
+        return batch
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name in hashed:
+            column = pa.array(
+                [
+                    None if v is None else hmac.new(key, _as_text(v).encode(), hashlib.sha256).hexdigest()
+                    for v in column.to_pylist()
+                ],
+                type=pa.string(),
             )
-            .astype("string")
-        )
-    return df
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-# ------------------------------------------------------------------------------- canonical form + stats
+# ------------------------------------------------------------------------------------------ statistics
 
 
-def canonical_parquet(df: pd.DataFrame) -> bytes:
-    """Deterministic parquet bytes: no pandas metadata (it embeds the pandas version), fixed options."""
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
-    sink = io.BytesIO()
-    pq.write_table(
-        table, sink, compression="zstd", use_dictionary=True, write_statistics=True, row_group_size=1 << 20
-    )
-    return sink.getvalue()
+class Baseline:
+    """The baseline document (kubeloop.stats, docs/contracts.md) built batch by batch."""
 
+    def __init__(self, schema: pa.Schema, target: str | None) -> None:
+        self.target = target
+        self.rows = 0
+        self.numeric = {f.name: stats.NumericSketch() for f in schema if f.type in (pa.int64(), pa.float64())}
+        self.categorical = {f.name: stats.CategoryCounts() for f in schema if f.name not in self.numeric}
+        if target in self.numeric and schema.field(target).type == pa.int64():
+            self.categorical[target] = stats.CategoryCounts()  # a class label, if it has few values
+        self.names = schema.names
 
-def column_kinds(df: pd.DataFrame) -> dict[str, str]:
-    return {
-        c: "numeric"
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-        else "categorical"
-        for c in df.columns
-    }
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name, sketch in self.numeric.items():
+            column = pc.cast(batch.column(name), pa.float64())
+            sketch.add(pc.fill_null(column, float("nan")).to_numpy(zero_copy_only=False))
+        for name, counts in self.categorical.items():
+            column = batch.column(name)
+            if name in self.numeric and counts.distinct() > MAX_LABELS:
+                continue  # not a class label: numeric bins only
+            tally = pc.value_counts(column)
+            pairs = [
+                (_as_text(v), n)
+                for v, n in zip(
+                    tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
+                )
+                if v is not None
+            ]
+            counts.add([k for k, _ in pairs], [n for _, n in pairs], column.null_count)
 
+    def _summary(self, name: str) -> dict[str, Any]:
+        labels = self.categorical.get(name) if name == self.target and name in self.numeric else None
+        if labels is not None and labels.distinct() <= MAX_LABELS:
+            return labels.summary()
+        if name in self.numeric:
+            return self.numeric[name].summary()
+        return self.categorical[name].summary()
 
-def statistics(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
-    def summary(name: str) -> dict[str, Any]:
-        series = df[name]
-        # A class label stored as an int is still a class: its baseline is a frequency per class.
-        labels = name == target and pd.api.types.is_integer_dtype(series) and series.nunique() <= 20
-        if column_kinds(df)[name] == "numeric" and not labels:
-            return stats.numeric_summary(series.astype("float64").to_numpy())
-        return stats.categorical_summary(None if pd.isna(v) else _as_text(v) for v in series)
-
-    out: dict[str, Any] = {
-        "version": 1,
-        "rows": len(df),
-        "features": {c: summary(c) for c in df.columns if c != target},
-    }
-    if target:
-        out["target"] = summary(target)
-        out["targetName"] = target
-    return out
+    def document(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": 1,
+            "rows": self.rows,
+            "features": {c: self._summary(c) for c in self.names if c != self.target},
+        }
+        if self.target:
+            out["target"] = self._summary(self.target)
+            out["targetName"] = self.target
+        return out
 
 
 def status_summary(statistics_doc: dict[str, Any]) -> dict[str, Any]:
@@ -389,63 +568,129 @@ def status_summary(statistics_doc: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- ingest
 
 
-def ingest(config: dict[str, Any]) -> dict[str, Any]:
-    for key in ("namespace", "name", "storeURI"):
-        if not config.get(key):
-            raise DataError("InvalidConfig", f"config needs {key!r}")
-    raw, origin = read_source(config)
+def ingest(
+    config: dict[str, Any], size: BatchSize | None = None, part_rows: int = PART_ROWS
+) -> dict[str, Any]:
+    for field in ("namespace", "name", "storeURI"):
+        if not config.get(field):
+            raise DataError("InvalidConfig", f"config needs {field!r}")
+    table, origin = read_source(config)
     schema = config.get("schema") or {}
     privacy = config.get("privacy") or {}
     target = schema.get("target")
     if not target and config["source"].get("builtin"):
         target = "target"  # scikit-learn's bundled frames name it so
+    names, batches = table.read(size or BatchSize())
     drop = list(privacy.get("drop") or [])
-    unknown = [c for c in drop + list(privacy.get("hash") or []) if c not in raw.columns]
+    hashed = list(privacy.get("hash") or [])
+    unknown = [c for c in drop + hashed if c not in names]
     if unknown:
         raise DataError("InvalidPrivacy", f"privacy names column(s) {unknown} that the data does not have")
     if target in drop:
         raise DataError("InvalidPrivacy", f"privacy.drop removes the target column {target!r}")
     # Dropped columns go first: they are neither validated nor echoed in any message.
-    raw = raw.drop(columns=drop)
-    schema = {**schema, "columns": [c for c in schema.get("columns") or [] if c["name"] not in drop]}
-    typed = apply_schema(raw, schema, set(privacy.get("hash") or []))
-    typed = check_rules(typed, config.get("validation") or {})
-    hmac_key = hash_key(config) if privacy.get("hash") else None
-    clean = apply_privacy(typed, {**privacy, "drop": []}, target, hmac_key)
-
-    data = canonical_parquet(clean)
-    version = hashlib.sha256(data).hexdigest()
-    prefix = join("datasets", config["namespace"], config["name"], version)
-    store = open_store(config["storeURI"])
-    doc = statistics(clean, target)
-    created = not store.exists(join(prefix, DATASET_MARKER))
-    if created:  # same content, same address: an unchanged source writes nothing
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, SNAPSHOT_FILE).write_bytes(data)
-            Path(tmp, DATASET_MARKER).write_text(json.dumps(doc, indent=1, sort_keys=True))
-            store.put_dir(prefix, tmp, marker=DATASET_MARKER)
-    print(
-        f"ingested {origin}: {len(clean)} rows, {len(clean.columns)} columns, version {version[:16]}"
-        f"{' (new)' if created else ' (unchanged, nothing written)'}"
-    )
-    return {
-        "version": version[:16],
-        "sha256": version,
-        "rows": len(clean),
-        "columns": len(clean.columns),
+    kept = [n for n in names if n not in drop]
+    schema = {
+        **schema,
         "target": target,
-        "artifactURI": store.uri(join(prefix, SNAPSHOT_FILE)),
-        "statisticsURI": store.uri(join(prefix, DATASET_MARKER)),
-        "created": created,
-        "statistics": status_summary(doc),
+        "columns": [c for c in schema.get("columns") or [] if c["name"] not in drop],
     }
+    rules = Rules(config.get("validation") or {}, kept)
+    store = open_store(config["storeURI"])
+    base = join("datasets", config["namespace"], config["name"])
+    staging = staging_prefix(base)
+    state = _Stream(store, staging, target, part_rows)
+    try:
+        columns: list[dict[str, Any]] | None = None
+        key: bytes | None = None
+        for raw in batches:
+            raw = raw.select(kept)
+            if columns is None:
+                columns = columns_of(kept, schema, raw)
+            typed = type_batch(raw, columns, set(hashed), rules.rows)
+            typed = rules.observe(typed)
+            if hashed and key is None:
+                key = hash_key(config)  # after the first batch passed: a bad cell is the first thing to fix
+            state.add(hash_columns(typed, hashed, key or b""))
+        if columns is None:  # no rows at all: the header (or the Parquet schema) gives the columns
+            columns = columns_of(kept, schema, None)
+        rules.finish()
+        if hashed and key is None:
+            key = hash_key(config)
+        return state.publish(columns, origin)
+    except BaseException:
+        state.abort()
+        raise
+
+
+class _Stream:
+    """What becomes of the checked batches: parts under the staging prefix, the hash, the statistics."""
+
+    def __init__(self, store: Store, staging: str, target: str | None, part_rows: int) -> None:
+        self.store, self.staging, self.target, self.part_rows = store, staging, target, part_rows
+        self.writer: PartWriter | None = None
+        self.hash: ContentHash | None = None
+        self.baseline: Baseline | None = None
+
+    def _begin(self, schema: pa.Schema) -> None:
+        self.writer = PartWriter(self.store, self.staging, schema, self.part_rows)
+        self.hash = ContentHash(schema)
+        self.baseline = Baseline(schema, self.target)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.writer is None:
+            self._begin(batch.schema)
+        assert self.writer is not None and self.hash is not None and self.baseline is not None
+        self.writer.write(batch)
+        self.hash.update(batch)
+        self.baseline.add(batch)
+
+    def publish(self, columns: list[dict[str, Any]], origin: str) -> dict[str, Any]:
+        if self.writer is None:
+            self._begin(pa.schema([(c["name"], ARROW_TYPES[c["type"]]) for c in columns]))
+        assert self.writer is not None and self.hash is not None and self.baseline is not None
+        parts = self.writer.close()
+        version = self.hash.hexdigest()
+        prefix = join(self.staging.rsplit("/", 1)[0], version)
+        doc = self.baseline.document()
+        created = not self.store.exists(join(prefix, DATASET_MARKER))
+        if created:
+            publish(self.store, self.staging, prefix, parts, self.hash.schema, doc, version)
+        else:  # same content, same address: an unchanged source writes nothing
+            self.store.remove(self.staging)
+        rows = doc["rows"]
+        print(
+            f"ingested {origin}: {rows} rows, {len(columns)} columns in {len(parts)} part(s), version "
+            f"{version[:16]}{' (new)' if created else ' (unchanged, nothing written)'}"
+        )
+        return {
+            "version": version[:16],
+            "sha256": version,
+            "rows": rows,
+            "columns": len(columns),
+            "target": self.target,
+            "artifactURI": self.store.uri(join(prefix, DATASET_MARKER)),
+            "statisticsURI": self.store.uri(join(prefix, STATISTICS_FILE)),
+            "parts": len(parts),
+            "created": created,
+            "statistics": status_summary(doc),
+        }
+
+    def abort(self) -> None:
+        """Nothing of a failed ingest stays in the store."""
+        if self.writer is not None:
+            self.writer.abort()
+        with contextlib.suppress(Exception):
+            self.store.remove(self.staging)
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="kubeloop.runtime ingest", description="Ingest a Dataset; config in $KUBELOOP_CONFIG"
     ).parse_args(argv)
-    return jobio.run("ingest", lambda: ingest(jobio.load_config()))
+    # The batch size is the memory knob: the default suits a 512 MiB pod.
+    size = BatchSize(bytes=int(os.environ.get("KUBELOOP_INGEST_BATCH_BYTES") or BatchSize.bytes))
+    return jobio.run("ingest", lambda: ingest(jobio.load_config(), size))
 
 
 if __name__ == "__main__":

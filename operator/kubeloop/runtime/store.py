@@ -6,16 +6,20 @@ URIs: ``s3://bucket/prefix`` (endpoint, region and credentials from the environm
 ``/mnt/pvc/<claim>``).
 
 Every write is atomic: a volume write goes to a hidden temp file, is fsynced and renamed into place; an S3
-write is one PUT, which the server makes visible whole or not at all. A directory of artifacts is complete
-only once its marker object (``statistics.json``, ``model-card.json``) exists, and it is written last.
+write is one PUT or one multipart upload, which the server makes visible whole (on completion) or not at
+all (an upload that is aborted or never completed shows no object). A directory of artifacts is complete
+only once its marker object (``manifest.json``, ``model-card.json``) exists, and it is written last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -24,6 +28,10 @@ from kubeloop.contract import PVC_ROOT
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"
+# S3 multipart: parts of 16 MiB keep a streamed write's buffer small and allow objects of 160 GB (10,000
+# parts); files above the threshold go up in parts, in parallel, instead of one PUT (5 GB at most).
+S3_PART_BYTES = 16 << 20
+S3_MULTIPART_THRESHOLD = 64 << 20
 # Writes the content of an object to an open file.
 Writer = Callable[[BinaryIO], object]
 
@@ -67,6 +75,19 @@ class Store:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, sorted; never a temp file of an unfinished write."""
+        raise NotImplementedError
+
+    def open_write(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A file to stream an object into: ``key`` appears, whole, only when the block exits without an
+        exception; memory stays bounded (a volume writes to disk, S3 uploads in parts as data comes)."""
+        raise NotImplementedError
+
+    def move(self, src: str, dst: str) -> None:
+        """Move the object ``src`` to ``dst`` (a rename on a volume, a server-side copy on S3)."""
+        raise NotImplementedError
+
+    def remove(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (the prefix is a directory; nothing there is fine)."""
         raise NotImplementedError
 
     def put_dir(self, prefix: str, local_dir: str | os.PathLike[str], marker: str) -> dict[str, str]:
@@ -114,8 +135,7 @@ class VolumeStore(Store):
 
     @staticmethod
     def _atomic_write(target: Path, write: Writer) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
+        fd, tmp = _temp_beside(target)
         try:
             with os.fdopen(fd, "wb") as out:
                 write(out)
@@ -125,12 +145,46 @@ class VolumeStore(Store):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        # The rename is durable only once the directory entry is on disk.
-        dir_fd = os.open(target.parent, os.O_RDONLY)
+        _fsync_dir(target.parent)
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        target = self._path(key)
+        fd, tmp = _temp_beside(target)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            with os.fdopen(fd, "wb") as out:
+                yield out
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    def move(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+        if not source.is_file():
+            raise StoreError(f"{self.uri(src)} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    def remove(self, prefix: str) -> None:
+        base = self._path(prefix)
+        if base.is_dir():
+            shutil.rmtree(base)
+        else:
+            base.unlink(missing_ok=True)
+        # Directories left empty go too, so a failed write leaves no trace; one in use is not empty.
+        root = self.path.resolve()
+        parent = base.parent
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def get_file(self, key: str, dest: str | os.PathLike[str], sha256: str | None = None) -> str:
         src = self._path(key)
@@ -181,23 +235,47 @@ class S3Store(Store):
         return f"{self.prefix}/{key.lstrip('/')}" if self.prefix else key.lstrip("/")
 
     def put_file(self, key: str, path: str | os.PathLike[str]) -> str:
+        from boto3.s3.transfer import TransferConfig
+
         sha = sha256_file(path)
-        size = os.path.getsize(path)
-        with open(path, "rb") as body:
-            # put_object is one PUT (upload_file would switch to multipart above 8 MiB).
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=body,
-                ContentLength=size,
-                Metadata={"sha256": sha},
-            )
+        # One PUT up to the threshold; above it a multipart upload (one PUT is limited to 5 GB).
+        config = TransferConfig(
+            multipart_threshold=S3_MULTIPART_THRESHOLD, multipart_chunksize=S3_PART_BYTES, max_concurrency=4
+        )
+        self.client.upload_file(
+            str(path), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": sha}}, Config=config
+        )
         return sha
 
     def put_bytes(self, key: str, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, Metadata={"sha256": sha})
         return sha
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        upload = _MultipartUpload(self.client, self.bucket, self._key(key))
+        try:
+            yield upload  # type: ignore[misc]  # a RawIOBase that only writes
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def move(self, src: str, dst: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        # A managed copy: server-side, in parts above the threshold (copy_object stops at 5 GB).
+        config = TransferConfig(multipart_threshold=S3_MULTIPART_THRESHOLD, multipart_chunksize=S3_PART_BYTES)
+        source = {"Bucket": self.bucket, "Key": self._key(src)}
+        self.client.copy(source, self.bucket, self._key(dst), Config=config)
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+
+    def remove(self, prefix: str) -> None:
+        keys = self.list(prefix.rstrip("/") + "/") + ([prefix] if self.exists(prefix) else [])
+        for start in range(0, len(keys), 1000):  # delete_objects takes 1,000 keys at a time
+            objects = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
     def get_file(self, key: str, dest: str | os.PathLike[str], sha256: str | None = None) -> str:
         body = self._get(key)["Body"]
@@ -241,6 +319,82 @@ class S3Store(Store):
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(keys)
+
+
+class _MultipartUpload(io.RawIOBase):
+    """A write-only stream into one S3 object: a part goes up each time ``S3_PART_BYTES`` are buffered, so
+    an object of any size is written with one part in memory and no local copy. Nothing is visible until
+    ``complete``; ``abort`` drops the parts already sent."""
+
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        super().__init__()
+        self.client, self.bucket, self.key = client, bucket, key
+        self.buffer = bytearray()
+        self.parts: list[dict[str, Any]] = []
+        self.upload_id: str | None = None
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.buffer += view
+        self.position += len(view)
+        while len(self.buffer) >= S3_PART_BYTES:
+            self._send(bytes(self.buffer[:S3_PART_BYTES]))
+            del self.buffer[:S3_PART_BYTES]
+        return len(view)
+
+    def _send(self, chunk: bytes) -> None:
+        if self.upload_id is None:
+            started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+            self.upload_id = started["UploadId"]
+        number = len(self.parts) + 1
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def complete(self) -> None:
+        if self.upload_id is None:  # small: one PUT
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer))
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))  # the last part may be smaller than the others
+            self.buffer.clear()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new temp file in ``target``'s directory, made if needed. Another writer's remove() may prune
+    that directory the moment it is made (it was empty): then it is made again."""
+    for attempt in range(3):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _fsync_dir(directory: Path) -> None:
+    # A rename is durable only once the directory entry is on disk.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _copy_from(src: Path, out: BinaryIO) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import io
 import json
 import platform
 import tempfile
@@ -25,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from kubeloop import contract
-from kubeloop.runtime import estimators, jobio
+from kubeloop.runtime import estimators, jobio, snapshot
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import Store, StoreError, join, open_store, sha256_file
 
@@ -58,24 +56,35 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         store = open_store(config["storeURI"])
         prefix = _resolve_version(store, config["namespace"], ref["name"], ref["version"])
     try:
-        doc = json.loads(store.get_bytes(join(prefix, contract.DATASET_MARKER)))
-        data = store.get_bytes(join(prefix, contract.SNAPSHOT_FILE))
+        doc = json.loads(store.get_bytes(join(prefix, contract.STATISTICS_FILE)))
+        frame = snapshot.read_table(store, prefix).to_pandas()  # every part, in order
     except StoreError as exc:
         raise DataError("DatasetNotFound", f"dataset snapshot is incomplete or missing: {exc}") from None
-    frame = pq.read_table(io.BytesIO(data)).to_pandas()
     full = prefix.rsplit("/", 1)[-1] if prefix else ref.get("version", "")
+    legacy = not store.exists(join(prefix, contract.DATASET_MARKER))  # one data.parquet, before parts
     info = {
         "name": ref.get("name", ""),
         "version": full[:16],
         "sha256": full,
-        "artifactURI": store.uri(join(prefix, contract.SNAPSHOT_FILE)),
+        "artifactURI": store.uri(join(prefix, contract.SNAPSHOT_FILE if legacy else contract.DATASET_MARKER)),
     }
     return frame, doc, info
 
 
 def _resolve_version(store: Store, namespace: str, name: str, version: str) -> str:
     base = join("datasets", namespace, name)
-    complete = {k.split("/")[-2] for k in store.list(base) if k.endswith(f"/{contract.DATASET_MARKER}")}
+    # A version is complete once its manifest exists; one written before parts (one data.parquet, then
+    # statistics.json last) once its statistics do.
+    keys = set(store.list(base))
+    complete = {
+        k.split("/")[-2]
+        for k in keys
+        if k.endswith(f"/{contract.DATASET_MARKER}")
+        or (
+            k.endswith(f"/{contract.STATISTICS_FILE}")
+            and k.replace(contract.STATISTICS_FILE, contract.SNAPSHOT_FILE) in keys
+        )
+    }
     matches = sorted(v for v in complete if v.startswith(version))
     if len(matches) != 1:
         found = ", ".join(v[:16] for v in sorted(complete)) or "none"
