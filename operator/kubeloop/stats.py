@@ -228,6 +228,15 @@ class CategoryCounts:
             cut = sorted(held.values(), reverse=True)[self.capacity]
             self.counts = {k: n - cut for k, n in held.items() if n > cut}
 
+    def batch_cut(self, counts: npt.NDArray[np.int64]) -> int:
+        """What to take off a batch's own counts before they are added: a batch's exact counts are a
+        Misra-Gries summary too, and pruned to ``capacity`` (the count ranked ``capacity + 1`` off each)
+        they merge into this one with the same guarantee (Agarwal et al., mergeable summaries). So a
+        batch of a million identifiers costs a vector operation, not a million dictionary updates."""
+        if counts.size <= self.capacity:
+            return 0
+        return int(np.partition(counts, counts.size - self.capacity - 1)[counts.size - self.capacity - 1])
+
     def distinct(self) -> int:
         return len(self.counts)
 

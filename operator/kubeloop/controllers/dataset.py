@@ -15,7 +15,14 @@ from kubeloop.builders.dataset import ingest_job, ingest_job_name
 from kubeloop.controllers.conditions import now
 from kubeloop.controllers.errors import Invalid
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import parse_time, prune, read_outcome, reason_word, retries
+from kubeloop.controllers.jobs import (
+    parse_time,
+    prune,
+    read_outcome,
+    reason_word,
+    retries,
+    truncation_note,
+)
 from kubeloop.controllers.kube import Obj
 
 HISTORY = 10
@@ -162,7 +169,10 @@ def ingest(ctx: Context, spec: DatasetSpec) -> Obj:
     )
     ctx.conditions.set("Validated", "True", "Validated", f"version {version} passed validation")
     ctx.conditions.set(
-        "Ready", "True", "Ingested", f"version {version} with {fields['rows']} rows is available"
+        "Ready",
+        "True",
+        "Ingested",
+        f"version {version} with {fields['rows']} rows is available{truncation_note(facts)}",
     )
     return fields
 

@@ -47,6 +47,23 @@ def parse_result(message: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def truncation_note(result: dict[str, Any]) -> str:
+    """What a result had to leave out to fit the 4 KiB termination message, as a clause for a condition
+    message ("" when nothing was cut): each shortened key with how much of it was kept, and where the
+    whole document is (the runtime's ``detailsURI``). Pure."""
+    cut = result.get("truncated")
+    if not isinstance(cut, dict) or not cut:
+        return ""
+    parts = []
+    for key, kept in sorted(cut.items()):
+        if isinstance(kept, dict) and isinstance(kept.get("kept"), int) and isinstance(kept.get("of"), int):
+            parts.append(f"{key} {kept['kept']} of {kept['of']}")
+        else:
+            parts.append(str(key))
+    where = f"; all of it is in {result['detailsURI']}" if isinstance(result.get("detailsURI"), str) else ""
+    return f" (the pod's result was cut to fit its 4 KiB termination message: {', '.join(parts)} kept{where})"
+
+
 def termination_message(pods: list[Obj]) -> str | None:
     """The termination message of the newest terminated pod (the runtime's JSON result). Pure."""
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):

@@ -22,7 +22,7 @@ from kubeloop.contract import no_worse_bounds
 from kubeloop.controllers.conditions import Conditions, now
 from kubeloop.controllers.errors import Invalid, Waiting
 from kubeloop.controllers.framework import Context, register
-from kubeloop.controllers.jobs import Outcome, prune, read_outcome, reason_word
+from kubeloop.controllers.jobs import Outcome, prune, read_outcome, reason_word, truncation_note
 from kubeloop.controllers.kube import Obj
 from kubeloop.search import SearchSpecError, best_trial, expand_trials
 
@@ -328,7 +328,10 @@ def decide(
         verdict = "; ".join(reasons) or ("every gate threshold is met" if passed else "the gate was missed")
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     conditions.set(
-        ConditionType.SUCCEEDED, "True", Reason.TRAINED, f"model {model['sha256'][:12]} trained: {summary}"
+        ConditionType.SUCCEEDED,
+        "True",
+        Reason.TRAINED,
+        f"model {model['sha256'][:12]} trained: {summary}{truncation_note(best_result)}",
     )
     conditions.set(ConditionType.FAILED, "False", Reason.TRAINED, "the run succeeded")
     if baseline is not None:

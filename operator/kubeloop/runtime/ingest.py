@@ -7,7 +7,7 @@ removed and columns to hash are replaced before anything is written, so raw pers
 the store. Parts go under a staging prefix and become a snapshot only when every check has passed (the
 manifest is written last); a failed ingest removes what it staged.
 
-The types of columns the schema does not declare are inferred from the first batch (up to 16 MiB of CSV,
+The types of columns the schema does not declare are inferred from the first batch (up to 4 MiB of CSV,
 131,072 rows of Parquet): a later cell that does not fit is a schema violation that says so, and
 declaring the column's type in the schema is the fix.
 
@@ -517,15 +517,14 @@ class Baseline:
             column = batch.column(name)
             if name in self.numeric and counts.distinct() > MAX_LABELS:
                 continue  # not a class label: numeric bins only
-            tally = pc.value_counts(column)
-            pairs = [
-                (_as_text(v), n)
-                for v, n in zip(
-                    tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
-                )
-                if v is not None
-            ]
-            counts.add([k for k, _ in pairs], [n for _, n in pairs], column.null_count)
+            tally = pc.value_counts(column.drop_null())
+            values, numbers = tally.field("values"), tally.field("counts").to_numpy()
+            cut = counts.batch_cut(numbers)
+            if cut:
+                kept = numbers > cut
+                values, numbers = values.filter(pa.array(kept)), numbers[kept] - cut
+            texts = values.to_pylist() if values.type == pa.string() else map(_as_text, values.to_pylist())
+            counts.add(texts, numbers.tolist(), column.null_count)
 
     def _summary(self, name: str) -> dict[str, Any]:
         labels = self.categorical.get(name) if name == self.target and name in self.numeric else None
@@ -671,6 +670,8 @@ class _Stream:
             "target": self.target,
             "artifactURI": self.store.uri(join(prefix, DATASET_MARKER)),
             "statisticsURI": self.store.uri(join(prefix, STATISTICS_FILE)),
+            # Where the whole of what "statistics" summarises is, should the summary be cut to fit 4 KiB.
+            "detailsURI": self.store.uri(join(prefix, STATISTICS_FILE)),
             "parts": len(parts),
             "created": created,
             "statistics": status_summary(doc),

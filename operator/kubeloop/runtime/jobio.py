@@ -53,35 +53,82 @@ def load_config(env: str = "KUBELOOP_CONFIG") -> dict[str, Any]:
     return config
 
 
+# The bulky parts of a result, least needed first: each is cut entry by entry (a dict keeps its first
+# entries, a list its first items) before the next is touched. The full documents are in the store
+# (``detailsURI``: the snapshot's statistics, the model card), so what is cut is never lost.
+BULKY = (
+    ("statistics",),
+    ("report",),
+    ("parity",),
+    ("model", "inputSignature"),
+    ("params",),
+    ("model", "params"),
+    ("columns",),
+    ("metrics",),
+)
+
+
+def _dump(result: dict[str, Any]) -> str:
+    return json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def fit_result(result: dict[str, Any], limit: int = TERMINATION_LOG_LIMIT) -> str:
-    """Serialise the result so it fits the termination log: bulky keys go first, then the message shrinks."""
-    text = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
+    """Serialise the result so it fits the termination log (4 KiB); what had to be cut is said.
+
+    Bulky values are shortened entry by entry, the fewest cut that fit, and ``truncated`` records each as
+    ``{"path.to.key": {"kept": k, "of": n}}``, so the controller can say "40 of 65 columns" and point at
+    ``detailsURI`` for the rest. Pure."""
+    text = _dump(result)
     if len(text.encode()) <= limit:
         return text
     trimmed = json.loads(text)
-    # Least needed first: the controller can read the full documents from the store.
-    for path in (
-        ("statistics",),
-        ("report",),
-        ("parity",),
-        ("model", "inputSignature"),
-        ("params",),
-        ("model", "params"),
-        ("columns",),
-        ("metrics",),
-    ):
+    truncated: dict[str, dict[str, int]] = {}
+    trimmed["truncated"] = truncated
+
+    def fits() -> bool:
+        return len(_dump(trimmed).encode()) <= limit
+
+    for path in BULKY:
         holder = trimmed
         for part in path[:-1]:
             holder = holder.get(part) if isinstance(holder.get(part), dict) else {}
-        if path[-1] in holder:
-            holder.pop(path[-1])
-            trimmed["truncated"] = True
-            text = json.dumps(trimmed, sort_keys=True, separators=(",", ":"), default=str)
-            if len(text.encode()) <= limit:
-                return text
+        key, value = path[-1], holder.get(path[-1])
+        if not value:
+            continue
+        if not isinstance(value, dict | list):
+            holder.pop(key)
+            truncated[".".join(path)] = {"kept": 0, "of": 1}
+            if fits():
+                return _dump(trimmed)
+            continue
+        entries = list(value.items()) if isinstance(value, dict) else value
+        name, kind = ".".join(path), dict if isinstance(value, dict) else list
+
+        def keep(
+            n: int,
+            holder: dict[str, Any] = holder,
+            key: str = key,
+            entries: list[Any] = entries,
+            name: str = name,
+            kind: type = kind,
+        ) -> bool:
+            holder[key] = kind(entries[:n])
+            truncated[name] = {"kept": n, "of": len(entries)}
+            return fits()
+
+        low, high = 0, len(entries)  # the most entries that fit; keep(low) is what is left in place
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if keep(middle) else (low, middle - 1)
+        if keep(low):
+            return _dump(trimmed)
+        if low == 0:
+            holder.pop(key)
+            if fits():
+                return _dump(trimmed)
     if isinstance(trimmed.get("message"), str):
         trimmed["message"] = trimmed["message"][:1000] + "..."
-    return json.dumps(trimmed, sort_keys=True, separators=(",", ":"), default=str)[:limit]
+    return _dump(trimmed)[:limit]
 
 
 def emit_result(result: dict[str, Any]) -> None:

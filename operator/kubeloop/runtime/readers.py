@@ -32,7 +32,7 @@ UNREADABLE = (pa.ArrowInvalid, UnicodeDecodeError, gzip.BadGzipFile, EOFError, z
 class BatchSize:
     """CSV is cut by bytes (pyarrow's block size), Parquet and frames by rows."""
 
-    bytes: int = 16 << 20
+    bytes: int = 4 << 20
     rows: int = 1 << 17
 
     def __post_init__(self) -> None:

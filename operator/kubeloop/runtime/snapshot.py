@@ -18,6 +18,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -104,15 +105,30 @@ class _Hashing(io.RawIOBase):
 
 class PartWriter:
     """Writes batches into Parquet parts of at most ``part_rows`` rows under ``prefix``; one part is open
-    at a time, streamed into the store (memory: one batch and one upload buffer)."""
+    at a time, streamed into the store (memory: one batch and one upload buffer).
+
+    Encoding and compressing Parquet costs about as much as parsing the CSV, and pyarrow does it without
+    the GIL: a batch is written on a thread of its own while the next one is read and checked (one batch
+    in flight, so memory grows by one batch)."""
 
     def __init__(self, store: Store, prefix: str, schema: pa.Schema, part_rows: int = PART_ROWS) -> None:
         self.store, self.prefix, self.schema, self.part_rows = store, prefix, schema, part_rows
         self.parts: list[dict[str, Any]] = []
         self._open: tuple[contextlib.ExitStack, _Hashing, pq.ParquetWriter] | None = None
         self._rows = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: Future[None] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._write, batch)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # a failed write raises here
+
+    def _write(self, batch: pa.RecordBatch) -> None:
         start = 0
         while start < batch.num_rows:
             if self._open is None:
@@ -151,12 +167,17 @@ class PartWriter:
         self._open = None
 
     def close(self) -> list[dict[str, Any]]:
+        self._wait()
+        self._pool.shutdown()
         if self._open is not None:
             self._finish()
         return self.parts
 
     def abort(self) -> None:
         """Drop the part being written (what was finished is removed with the staging prefix)."""
+        with contextlib.suppress(Exception):
+            self._wait()
+        self._pool.shutdown()
         if self._open is not None:
             stack, _, writer = self._open
             self._open = None

@@ -483,6 +483,9 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "libraryVersions": card["libraryVersions"],
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
+        # The model card holds all of this (the whole input signature, params, parity), should the result
+        # be cut to fit the 4 KiB termination message.
+        "detailsURI": store.uri(join(prefix, MARKER)),
     }
     if trial:
         result["trial"] = {"index": trial.get("index"), "params": params}
