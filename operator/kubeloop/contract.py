@@ -39,6 +39,8 @@ SNAPSHOT_FILE = "data.parquet"
 MODEL_FILE = "model.onnx"
 BASELINE_FILE = "baseline.json"
 MODEL_MARKER = "model-card.json"
+# The model report a person opens (self-contained HTML), beside the model; its URI is status.model.reportURI.
+REPORT_FILE = "report.html"
 
 # --- names and labels -------------------------------------------------------------------------------------
 # Job names become label values (job-name), and label values are at most 63 characters.

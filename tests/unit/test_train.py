@@ -85,6 +85,9 @@ def test_iris_classifier_is_exported_verified_and_written_with_lineage(
     assert json.loads((model_dir / "baseline.json").read_text())["rows"] == 150
     assert (model_dir / "report" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (model_dir / "report" / "feature_importance.png").exists()
+    # The page a person opens, where status (model.reportURI) and the card point.
+    assert result["model"]["reportURI"] == card["reportURI"] == f"file://{model_dir}/report.html"
+    assert "Confusion matrix" in (model_dir / "report.html").read_text()
     # The exported model is usable as the card describes it.
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     labels, proba = session.run(None, {"input": np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)})

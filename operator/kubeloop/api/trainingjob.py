@@ -244,6 +244,8 @@ class TrainedModel(KubeloopModel):
         Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(max_length=20)] | None
     ) = None
     """libraryVersions of scikit-learn, skl2onnx, onnx and friends used to build the model."""
+    report_uri: ArtifactURI | None = Field(default=None, alias="reportURI")
+    """reportURI of the model report (self-contained HTML: metrics, charts, trials, data, lineage)."""
 
 
 class Trial(KubeloopModel):

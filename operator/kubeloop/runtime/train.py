@@ -5,8 +5,9 @@ plus ``namespace``, ``name``, ``storeURI``, and the dataset the controller pinne
 (``name``, ``version`` — full hash or a unique prefix —, optional ``artifactURI``). In trial mode
 ``trial`` (``index``, ``params``) overrides ``model.params`` for that one trial.
 
-Output under ``models/<sha256 of model.onnx>/``: model.onnx, baseline.json, report/*.png, and
-model-card.json last (the marker). A model that misses the gate is still written, marked as failing it.
+Output under ``models/<sha256 of model.onnx>/``: model.onnx, baseline.json, report/*.png, report.html (the
+page a person reads, ``kubeloop.runtime.report``) and model-card.json last (the marker). A model that
+misses the gate is still written, marked as failing it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from kubeloop import contract
-from kubeloop.runtime import estimators, jobio, snapshot
+from kubeloop.runtime import estimators, jobio, report, snapshot
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import Store, StoreError, join, open_store, sha256_file
 
@@ -324,6 +325,55 @@ def write_report(
     return written
 
 
+def html_report(
+    task: str,
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    card: dict[str, Any],
+    config: dict[str, Any],
+    statistics: dict[str, Any],
+) -> str:
+    """The model report of this run, from the held-out rows (``x``, ``y``) and the card."""
+    pred = model.predict(x)
+    final = _final(model)
+    confusion = residuals = None
+    if task == "classification":
+        from sklearn.metrics import confusion_matrix
+
+        labels = list(getattr(final, "classes_", np.unique(np.concatenate([y, pred]))))
+        counts = confusion_matrix(y, pred, labels=labels)
+        confusion = report.Confusion([str(c) for c in card["classes"] or labels], counts.tolist())
+    else:
+        residuals = report.Residuals([float(v) for v in y], [float(v) for v in np.ravel(pred)])
+    raw = _importance(final)
+    features = card["features"]
+    importance = (
+        {f: float(v) for f, v in zip(features, raw, strict=True)}
+        if raw is not None and len(raw) == len(features)
+        else None
+    )
+    trial = config.get("trial")
+    # A pod runs one trial and never sees the search: its page shows its own row; status has them all.
+    trials = (
+        [report.TrialRow(int(trial.get("index", 0)), trial.get("params") or {}, card["metrics"])]
+        if trial
+        else []
+    )
+    return report.render(
+        report.ReportInput(
+            card=card,
+            gate=config.get("gate") or {},
+            statistics=statistics,
+            confusion=confusion,
+            residuals=residuals,
+            importance=importance,
+            importance_kind="feature_importances_" if hasattr(final, "feature_importances_") else "coef_",
+            trials=trials,
+        )
+    )
+
+
 def _importance(model: Any) -> np.ndarray | None:
     if hasattr(model, "feature_importances_"):
         return np.asarray(model.feature_importances_, dtype=float)
@@ -453,9 +503,12 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "report": report,
             "trial": trial.get("index") if trial else None,
         }
-        (out / MARKER).write_text(json.dumps(card, indent=1, sort_keys=True))
         store = open_store(config["storeURI"])
         prefix = join("models", sha)
+        card["reportURI"] = store.uri(join(prefix, contract.REPORT_FILE))
+        html = html_report(task, estimator, x_test, y_test, card, config, doc)
+        (out / contract.REPORT_FILE).write_text(html, encoding="utf-8")
+        (out / MARKER).write_text(json.dumps(card, indent=1, sort_keys=True))
         store.put_dir(prefix, out, marker=MARKER)
     timings["write"] = time.monotonic() - t
     timings["total"] = time.monotonic() - started
@@ -476,6 +529,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         "model": {
             "uri": store.uri(prefix),
             "sha256": sha,
+            "reportURI": card["reportURI"],
             "datasetVersion": dataset["version"],
             "task": task,
             "params": params,
