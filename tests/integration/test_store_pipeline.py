@@ -95,3 +95,44 @@ def test_ingest_train_fetch_over_s3(s3_env: S3Server, tmp_path: Path) -> None:  
     )
     assert code == 2 and refused["reason"] == "ChecksumMismatch"
     assert not (tmp_path / "other" / "model.onnx").exists()
+
+
+def test_an_s3_prefix_is_one_table_and_the_snapshot_lands_in_s3_whole(
+    s3_env: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Objects under an s3 prefix (a uri ending in /) are read in key order as one table: the version
+    equals that of the same rows in one object. The snapshot is streamed into S3 (parts, staging moved in,
+    manifest last) and nothing of the staging is left behind."""
+    from kubeloop.runtime import ingest, snapshot
+    from kubeloop.runtime.readers import BatchSize
+
+    raw = open_store(f"s3://{s3_env.bucket}/{tmp_path.name}-raw")
+    header, *rows = CSV.splitlines()
+    raw.put_bytes("one/points.csv", CSV.encode())
+    raw.put_bytes("many/b.csv", "\n".join([header, *rows[50:]]).encode() + b"\n")
+    raw.put_bytes("many/a.csv", "\n".join([header, *rows[:50]]).encode() + b"\n")
+    raw.put_bytes("many/_SUCCESS", b"")
+    store_uri = f"s3://{s3_env.bucket}/{tmp_path.name}"
+    results = [
+        ingest.ingest(
+            {
+                "namespace": "ns",
+                "name": name,
+                "storeURI": store_uri,
+                "source": {"s3": {"uri": f"s3://{s3_env.bucket}/{tmp_path.name}-raw/{path}"}},
+                "schema": {"target": "y"},
+            },
+            BatchSize(bytes=1024, rows=10),
+            part_rows=40,
+        )
+        for name, path in (("one", "one/points.csv"), ("many", "many/"))
+    ]
+    assert results[0]["sha256"] == results[1]["sha256"] and results[1]["rows"] == 120
+    store = open_store(store_uri)
+    prefix = f"datasets/ns/many/{results[1]['sha256']}"
+    assert store.list("datasets/ns/many") == [
+        f"{prefix}/{name}"
+        for name in ("manifest.json", *(f"part-0000{i}.parquet" for i in range(3)), "statistics.json")
+    ]
+    assert snapshot.read_table(store, prefix).num_rows == 120

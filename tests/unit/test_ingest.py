@@ -401,3 +401,33 @@ def test_an_ingest_killed_mid_way_leaves_no_snapshot_that_looks_complete(
     }
     with pytest.raises(ingest.DataError, match="no complete snapshot"):
         train.load_dataset(config)
+
+
+def test_a_directory_or_a_glob_of_files_is_one_table(
+    tmp_path: Path, configmap: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pvc path that is a directory (every data file under it, in name order; markers and hidden files
+    left out) or a glob gives the version the same rows in one file give; the files are read in turn."""
+    text = wide_csv(3000)
+    header, *rows = text.splitlines()
+    single = ingest_in_batches(tmp_path / "a", cm_source(configmap, text), 2048, 100, 700)
+    shards = tmp_path / "pvc" / "shards"
+    shards.mkdir(parents=True)
+    for i, start in enumerate((0, 1000, 2500)):
+        end = {0: 1000, 1000: 2500, 2500: 3000}[start]
+        (shards / f"part-{i}.csv").write_text("\n".join([header, *rows[start:end]]) + "\n")
+    (shards / "_SUCCESS").write_text("")
+    (shards / ".part-9.csv.crc").write_text("junk")
+    monkeypatch.setenv("KUBELOOP_PVC_ROOT", str(tmp_path / "pvc"))
+    for path in ("shards", "shards/part-*.csv"):
+        many = ingest_in_batches(tmp_path / "b", {"pvc": {"claimName": "c", "path": path}}, 2048, 100, 700)
+        assert many["sha256"] == single["sha256"] and many["rows"] == 3000
+
+    (shards / "part-1.csv").write_text(header + "\n" + rows[1000].replace(",", ",x", 1) + "\n")
+    with pytest.raises(ingest.DataError, match=r"/part-1.csv: row 1, column 'n': 'x0' is not a int$"):
+        ingest_in_batches(tmp_path / "c", {"pvc": {"claimName": "c", "path": "shards"}}, 2048, 100, 700)
+    (shards / "part-1.csv").write_text("x,n,city\n1,2,oslo\n")
+    with pytest.raises(ingest.DataError, match=r"part-1.csv has columns \['x', 'n', 'city'\] but .*part-0"):
+        ingest_in_batches(tmp_path / "c", {"pvc": {"claimName": "c", "path": "shards"}}, 2048, 100, 700)
+    with pytest.raises(ingest.DataError, match="holds no csv or parquet file"):
+        ingest_in_batches(tmp_path / "c", {"pvc": {"claimName": "c", "path": "shards/*.tsv"}}, 2048, 100, 700)

@@ -60,8 +60,9 @@ MAX_LABELS = 20
 # ------------------------------------------------------------------------------------------------ read
 
 
-def read_source(config: dict[str, Any]) -> tuple[Table, str]:
-    """The raw table (read in batches later) and where it came from (for messages)."""
+def read_source(config: dict[str, Any]) -> tuple[Table | list[Table], str]:
+    """The raw table (read in batches later), or the tables of a many-file source (a pvc directory or
+    glob, an s3 prefix ending in ``/``), and where it came from (for messages)."""
     source = config.get("source") or {}
     kinds = [k for k in ("builtin", "url", "s3", "pvc", "configMapRef") if source.get(k)]
     if len(kinds) != 1:
@@ -86,6 +87,8 @@ def read_source(config: dict[str, Any]) -> tuple[Table, str]:
 
             parsed = parent.removeprefix("s3://").split("/", 1)
             store = S3Store(parent, parsed[0], parsed[1] if len(parsed) > 1 else "", source["s3"]["endpoint"])
+        if not key:
+            return _objects(store, parent, fmt), uri
         return _parse(fetch.read_s3(store, key, uri), fmt or _format_of(uri), uri), uri
     if kind == "pvc":
         pvc = source["pvc"]
@@ -118,7 +121,48 @@ def _format_of(name: str) -> str:
     raise DataError("UnknownFormat", f"cannot tell the format of {name!r}: set format to csv or parquet")
 
 
-def _read_path(path: Path, fmt: str | None) -> Table:
+def _objects(store: Store, prefix: str, fmt: str | None) -> list[Table]:
+    """Every data object under an s3 prefix, in key order; each is read when its turn comes."""
+    keys = _data_names(store.list(), fmt)
+    if not keys:
+        raise DataError("SourceNotFound", f"no {fmt or 'csv or parquet'} object under {prefix}/")
+
+    def reader(key: str) -> Any:
+        return lambda: io.BytesIO(fetch.read_s3(store, key, f"{prefix}/{key}"))
+
+    return [Table(f"{prefix}/{k}", fmt or _format_of(k), open=reader(k)) for k in keys]
+
+
+def _data_names(names: list[str], fmt: str | None) -> list[str]:
+    """The data files among ``names`` (relative paths), sorted: hidden ones and markers such as Spark's
+    ``_SUCCESS`` left out, and, without a format, those whose name tells none."""
+    out = []
+    for name in sorted(names):
+        if any(part.startswith((".", "_")) for part in name.split("/")):
+            continue
+        if fmt is None and not name.lower().endswith((".parquet", ".pq", ".csv", ".csv.gz", ".txt")):
+            continue
+        out.append(name)
+    return out
+
+
+def _read_path(path: Path, fmt: str | None) -> Table | list[Table]:
+    if path.is_dir() or any(c in path.name for c in "*?["):
+        # A directory (every data file under it) or a glob in the last segment: many files, one table.
+        if path.is_dir():
+            found = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+            base = path
+        else:
+            found = [p.name for p in path.parent.glob(path.name) if p.is_file()]
+            base = path.parent
+        names = _data_names(found, fmt)
+        if not names:
+            raise DataError("SourceNotFound", f"{path} holds no {fmt or 'csv or parquet'} file")
+        return [_read_file(base / n, fmt) for n in names]
+    return _read_file(path, fmt)
+
+
+def _read_file(path: Path, fmt: str | None) -> Table:
     if not path.is_file():
         raise DataError(
             "SourceNotFound", f"{path} does not exist (is the volume mounted and the path right?)"
@@ -579,7 +623,9 @@ def ingest(
     target = schema.get("target")
     if not target and config["source"].get("builtin"):
         target = "target"  # scikit-learn's bundled frames name it so
-    names, batches = table.read(size or BatchSize())
+    tables = table if isinstance(table, list) else [table]
+    size = size or BatchSize()
+    names, batches = tables[0].read(size)
     drop = list(privacy.get("drop") or [])
     hashed = list(privacy.get("hash") or [])
     unknown = [c for c in drop + hashed if c not in names]
@@ -602,15 +648,33 @@ def ingest(
     try:
         columns: list[dict[str, Any]] | None = None
         key: bytes | None = None
-        for raw in batches:
-            raw = raw.select(kept)
-            if columns is None:
-                columns = columns_of(kept, schema, raw)
-            typed = type_batch(raw, columns, set(hashed), rules.rows)
-            typed = rules.observe(typed)
-            if hashed and key is None:
-                key = hash_key(config)  # after the first batch passed: a bad cell is the first thing to fix
-            state.add(hash_columns(typed, hashed, key or b""))
+        for index, source in enumerate(tables):
+            if index:  # every file of a many-file source has the first one's columns, in its order
+                names_here, batches = source.read(size)
+                if names_here != names:
+                    raise DataError(
+                        "SchemaMismatch",
+                        f"{source.what} has columns {names_here} but {tables[0].what} has {names}: "
+                        "every file of a source must have the same columns in the same order",
+                    )
+            file_rows = 0  # rows in messages count from 1 in each file; the file is named when there are many
+            for raw in batches:
+                raw = raw.select(kept)
+                if columns is None:
+                    columns = columns_of(kept, schema, raw)
+                try:
+                    typed = type_batch(raw, columns, set(hashed), file_rows)
+                except DataError as error:
+                    if len(tables) == 1:
+                        raise
+                    raise DataError(error.reason, f"{source.what}: {error}") from None
+                file_rows += raw.num_rows
+                typed = rules.observe(typed)
+                if hashed and key is None:
+                    key = hash_key(
+                        config
+                    )  # after the first batch passed: a bad cell is the first thing to fix
+                state.add(hash_columns(typed, hashed, key or b""))
         if columns is None:  # no rows at all: the header (or the Parquet schema) gives the columns
             columns = columns_of(kept, schema, None)
         rules.finish()
