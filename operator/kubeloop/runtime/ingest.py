@@ -293,25 +293,21 @@ def _typed_fast(raw: pa.Array, col: dict[str, Any]) -> pa.Array | None:
     try:
         out: pa.Array
         if kind in NUMERIC_TYPES:
-            if raw.type == pa.string():
-                numbers = pc.cast(raw, pa.float64())
-                if _any(pc.is_nan(numbers)):
-                    return None  # "NaN"-like text that is not a null token: the slow way names it
-            elif raw.type in (pa.int64(), pa.float64()):
-                numbers = raw.cast(pa.float64())
-            else:
+            if raw.type not in (pa.string(), pa.int64(), pa.float64()):
                 return None
             if kind == "int":
-                if raw.type == pa.int64():
-                    out = raw
-                elif raw.type == pa.string():
-                    out = pc.cast(raw, pa.int64())  # "3.0" fails here: the slow way accepts it as 3
-                else:
-                    out = pc.cast(raw, pa.int64())  # safe: a fractional float fails
+                # "3.0" fails the cast from text, and a fractional float the cast from float64: the slow
+                # way accepts the one as 3 and names the other.
+                out = raw if raw.type == pa.int64() else pc.cast(raw, pa.int64())
             else:
-                out = numbers
-            for bound, test in (("minimum", pc.less), ("maximum", pc.greater)):
-                if col.get(bound) is not None and _any(test(numbers, float(col[bound]))):
+                out = raw if raw.type == pa.float64() else pc.cast(raw, pa.float64())
+                if raw.type == pa.string() and _any(pc.is_nan(out)):
+                    return None  # "NaN"-like text that is not a null token: the slow way names it
+            bounded = [b for b in ("minimum", "maximum") if col.get(b) is not None]
+            numbers = out.cast(pa.float64()) if bounded else out
+            for bound in bounded:
+                test = pc.less if bound == "minimum" else pc.greater
+                if _any(test(numbers, float(col[bound]))):
                     return None
         elif kind == "bool":
             if raw.type == pa.bool_():
@@ -555,8 +551,8 @@ class Baseline:
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         for name, sketch in self.numeric.items():
-            column = pc.cast(batch.column(name), pa.float64())
-            sketch.add(pc.fill_null(column, float("nan")).to_numpy(zero_copy_only=False))
+            # pyarrow gives nulls of a float or int column as NaN here: what the sketch counts as nulls.
+            sketch.add(batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
         for name, counts in self.categorical.items():
             column = batch.column(name)
             if name in self.numeric and counts.distinct() > MAX_LABELS:

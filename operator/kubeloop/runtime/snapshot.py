@@ -58,12 +58,8 @@ class ContentHash:
         for column, (validity, values, lengths) in zip(batch.columns, self.streams, strict=True):
             validity.update(np.asarray(column.is_valid(), dtype=np.uint8).tobytes())
             if column.type == pa.string():
-                filled = pc.fill_null(column, "").cast(pa.large_string())
-                filled = pa.concat_arrays([filled])  # offset 0, so the buffers start at the first value
-                offsets = np.frombuffer(filled.buffers()[1], dtype="<i8")[: len(filled) + 1]
-                data = filled.buffers()[2]
-                if data is not None and len(filled):
-                    values.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+                data, offsets = _string_buffers(column)
+                values.update(data)
                 lengths.update(np.diff(offsets).astype("<i8").tobytes())
             else:
                 filled = pc.fill_null(column, False if column.type == pa.bool_() else 0)
@@ -77,6 +73,19 @@ class ContentHash:
             for stream in streams:
                 total.update(stream.digest())
         return total.hexdigest()
+
+
+def _string_buffers(column: pa.Array) -> tuple[memoryview, np.ndarray]:
+    """The bytes of a string column's values, one after the other, and their offsets (nulls as empty
+    strings); read in place, without a copy, unless a null holds bytes (Arrow allows it)."""
+    if len(column) == 0:
+        return memoryview(b""), np.zeros(1, dtype=np.int64)
+    _, offset_buffer, data = column.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype="<i4")[column.offset : column.offset + len(column) + 1]
+    if column.null_count and np.diff(offsets)[np.asarray(column.is_null())].any():
+        return _string_buffers(pa.concat_arrays([pc.fill_null(column, "")]))
+    start, end = int(offsets[0]), int(offsets[-1])
+    return (memoryview(data)[start:end] if data is not None else memoryview(b"")), offsets
 
 
 class _Hashing(io.RawIOBase):
