@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,8 +71,11 @@ class Table:
             reader = pq.ParquetFile(self.open())
         except UNREADABLE as exc:
             raise self.unreadable(exc) from None
-        return list(reader.schema_arrow.names), self._guarded(
-            normal(b) for b in reader.iter_batches(batch_size=size.rows)
+        # pandas writes a frame's index as __index_level_0__ ...: not data (pandas itself reads it back
+        # as the index, which the snapshot never kept).
+        names = [n for n in reader.schema_arrow.names if not re.fullmatch(r"__index_level_\d+__", n)]
+        return names, self._guarded(
+            normal(b) for b in reader.iter_batches(batch_size=size.rows, columns=names)
         )
 
     def _stream(self) -> BinaryIO:
