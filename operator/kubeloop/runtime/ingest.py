@@ -439,7 +439,7 @@ class Rules:
         self.null_rows: dict[str, list[int]] = {n: [] for n in names}
         self.duplicates = 0
         self.duplicate_rows: list[int] = []
-        self.seen = np.empty(0, dtype=np.uint64)
+        self.seen: list[np.ndarray] = []
 
     def observe(self, typed: pa.RecordBatch) -> pa.RecordBatch:
         """Count the batch; the batch without its duplicate rows when the policy drops them."""
@@ -455,10 +455,16 @@ class Rules:
             return typed
         hashes = pd.util.hash_pandas_object(typed.to_pandas(), index=False).to_numpy()
         repeated = pd.Series(hashes).duplicated().to_numpy()
-        if self.seen.size:
-            at = np.minimum(np.searchsorted(self.seen, hashes), self.seen.size - 1)
-            repeated = repeated | (self.seen[at] == hashes)
-        self.seen = np.union1d(self.seen, hashes)
+        for run in self.seen:
+            at = np.minimum(np.searchsorted(run, hashes), run.size - 1)
+            repeated = repeated | (run[at] == hashes)
+        # Sorted runs of the hashes seen, merged when one is no larger than twice the next (as a binary
+        # counter): a lookup is a binary search in each of about log2(batches) runs, and each hash is
+        # merged about log2(batches) times, where one sorted array re-made per batch costs rows x batches.
+        run = np.unique(hashes)
+        while self.seen and self.seen[-1].size <= 2 * run.size:
+            run = np.unique(np.concatenate([self.seen.pop(), run]))
+        self.seen.append(run)
         positions = np.flatnonzero(repeated)
         self.duplicates += positions.size
         self.duplicate_rows += [
