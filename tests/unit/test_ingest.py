@@ -431,3 +431,19 @@ def test_a_directory_or_a_glob_of_files_is_one_table(
         ingest_in_batches(tmp_path / "c", {"pvc": {"claimName": "c", "path": "shards"}}, 2048, 100, 700)
     with pytest.raises(ingest.DataError, match="holds no csv or parquet file"):
         ingest_in_batches(tmp_path / "c", {"pvc": {"claimName": "c", "path": "shards/*.tsv"}}, 2048, 100, 700)
+
+
+def test_a_parquet_files_pandas_index_is_not_a_column(tmp_path: Path, configmap: Path) -> None:
+    frame = pd.read_csv(io.StringIO(GOOD_CSV)).set_axis([10, 20, 30])  # an index pandas stores as a column
+    frame.to_parquet(configmap / "flowers.parquet")
+    config = {
+        "namespace": "team",
+        "name": "flowers",
+        "storeURI": f"file://{tmp_path}/store",
+        "schema": SCHEMA,
+    }
+    from_parquet = ingest.ingest(
+        {**config, "source": {"configMapRef": {"name": "f", "key": "flowers.parquet"}}}
+    )
+    from_csv = ingest.ingest({**config, "source": cm_source(configmap, GOOD_CSV)})
+    assert from_parquet["columns"] == 4 and from_parquet["sha256"] == from_csv["sha256"]
