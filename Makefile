@@ -9,7 +9,7 @@ export KUBECONFIG ?= $(CURDIR)/.kube/config
 
 ##@ Getting started (the README's two commands)
 .PHONY: demo test
-demo: cluster-up ## Run the whole loop: local cluster, images, operator installed by Helm, samples applied, a prediction
+demo: cluster-up ## Run the whole loop: local cluster, operator by Helm, samples, traffic, drift, retrain, canary, promotion
 	$(PYTHON) cluster/demo.py
 
 test: venv host-deps lint binaries ## Lint, then every test: unit, integration and e2e on a real local Kubernetes (set up by itself)
