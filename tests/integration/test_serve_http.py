@@ -5,13 +5,10 @@ No Kubernetes needed (so no marker): the server is started with ``python -m kube
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,54 +20,9 @@ import pytest
 import requests
 
 from kubeloop.runtime.serve.examples import build_model_dir, training_data
+from support.serve import Server, rss_kib
 
 ROW = [float(i) / 3 for i in range(20)]
-
-
-class Server:
-    """A server process; its stdout lines (JSON events) are collected by a thread."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeloop.runtime", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        listening = self.wait_for("listening")
-        self.port = listening["port"]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
-    def wait_for(self, event: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events():
-                if e.get("event") == event:
-                    return e
-            if self.proc.poll() is not None and not any(e.get("event") == event for e in self.events()):
-                time.sleep(0.2)  # let the reader thread catch the last lines
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {event!r} event; output: {''.join(self.lines)}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -377,11 +329,6 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(forest_dir: Path) -> 
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["outputs"][0]["shape"] == [1]
     assert s.proc.wait(timeout=30) == 0
     assert s.wait_for("stopped")["unfinished_connections"] == 0
-
-
-def rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
 
 
 def infer_pipelined(port: int, requests_: int, depth: int = 50) -> None:

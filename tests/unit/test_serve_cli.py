@@ -67,6 +67,23 @@ def test_every_value_is_read_with_its_fields_type(monkeypatch: pytest.MonkeyPatc
     )
 
 
+def test_the_limits_have_defaults_and_flags() -> None:
+    assert parse_args(["--model-dir", "/m"]) == ServeConfig(
+        model_dir=Path("/m"),
+        max_url_bytes=8192,
+        max_header_bytes=32768,
+        max_header_fields=100,
+        header_timeout=10.0,
+        request_timeout=60.0,
+        idle_timeout=75.0,
+        max_connections=1000,
+        metrics_auth=False,
+    )
+    flags = "--model-dir /m --max-connections 5 --idle-timeout 1.5 --metrics-auth on --auth-token-file /t"
+    config = parse_args(flags.split())
+    assert config.max_connections == 5 and config.idle_timeout == 1.5 and config.metrics_auth is True
+
+
 def test_older_flag_names_still_work() -> None:
     assert parse_args(["--model-dir", "/m", "--threads", "3"]).ort_threads == 3
     assert parse_args(["--model-dir", "/m", "--ort-threads", "2"]).ort_threads == 2
@@ -81,6 +98,9 @@ def test_older_flag_names_still_work() -> None:
         (["--batching", "maybe"], {}, "expected on or off, not 'maybe'"),
         ([], {"KUBELOOP_PORT": "eighty"}, "KUBELOOP_PORT='eighty' is not valid for --port"),
         ([], {"KUBELOOP_BATCHING": "maybe"}, "KUBELOOP_BATCHING='maybe' is not valid for --batching"),
+        (["--header-timeout", "0"], {}, "--header-timeout must be at least 0.1, not 0.0"),
+        (["--max-url-bytes", "10"], {}, "--max-url-bytes must be at least 256, not 10"),
+        (["--metrics-auth", "on"], {}, "--metrics-auth needs --auth-token-file"),
     ],
 )
 def test_bad_values_are_usage_errors_that_name_the_setting(

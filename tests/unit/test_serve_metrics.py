@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kubeloop.analysis import parse_metrics
 from kubeloop.runtime.serve.examples import build_model_dir
-from kubeloop.runtime.serve.metrics import Metrics
+from kubeloop.runtime.serve.metrics import ConnectionCounts, Metrics
 from kubeloop.runtime.serve.model import Model
 
 
@@ -148,3 +149,24 @@ def test_float32_inputs_fall_in_the_bins_training_counted_them_in(tmp_path: Path
     metrics.flush()
     got = metrics.numeric.counts[0, : len(baseline["features"]["f0"]["counts"])].tolist()
     assert got == baseline["features"]["f0"]["counts"]
+
+
+def test_connection_counts_are_rendered_every_reason_from_zero(model: Model) -> None:
+    counts = ConnectionCounts()
+    counts.refused = 3
+    counts.closed["header_timeout"] += 2
+    text = Metrics(model).render(counts, open_connections=7).decode()
+    parse_metrics(text)  # strict Prometheus text, as the operator reads it
+    m = 'model="logistic-regression"'
+    assert series(text, "kubeloop_connections_open") == {m: 7}
+    assert series(text, "kubeloop_connections_refused_total") == {m: 3}
+    assert series(text, "kubeloop_connections_closed_total") == {
+        f'{m},reason="{reason}"': n
+        for reason, n in [
+            ("header_timeout", 2),
+            ("request_timeout", 0),
+            ("idle_timeout", 0),
+            ("linger_timeout", 0),
+            ("unread_answers", 0),
+        ]
+    }

@@ -18,13 +18,16 @@ Endpoints (``NAME`` is ``--model-name`` or the card's; ``VERSION`` the first 16 
 - ``GET /metrics`` — Prometheus text (names in docs/contracts.md).
 
 Client mistakes are 4xx with ``{"error": "..."}`` naming what was wrong; ``--auth-token-file`` requires
-``Authorization: Bearer`` on inference and metadata (never on health or metrics).
+``Authorization: Bearer`` on inference and metadata (on metrics and the baseline too with
+``--metrics-auth``; never on health). Limits on what a client sends and for how long (URL, headers, body,
+timeouts, open connections): :mod:`.config`, docs/contracts.md.
 
 Modules, one concern each: :mod:`.config` (the settings) and :mod:`.cli` (flags derived from them),
 :mod:`.lifecycle` (start, readiness, SIGTERM drain), :mod:`.connection` (HTTP parsing per connection),
 :mod:`.app` (dispatch), :mod:`.routes` (the route table), :mod:`.batching` (micro-batching),
-:mod:`.auth` (bearer tokens), :mod:`.responses` (answer bytes), :mod:`.events` (the JSON log); and the
-model side: :mod:`.model` (load, verify, predict), :mod:`.protocol` (V2/V1 bodies), :mod:`.metrics`.
+:mod:`.auth` (bearer tokens), :mod:`.limits` (timeouts), :mod:`.responses` (answer bytes),
+:mod:`.events` (the JSON log); and the model side: :mod:`.model` (load, verify, predict), :mod:`.protocol`
+(V2/V1 bodies), :mod:`.metrics`.
 """
 
 from .cli import main

@@ -1,18 +1,21 @@
 """What every connection shares: the model once it is loaded, the route table, readiness, the queue.
 
-``dispatch`` takes one parsed request from a connection and answers it, or hands it to the batch queue.
+``dispatch`` takes one parsed request from a connection and answers it, or hands it to the batch queue;
+``sweep`` closes the connections that ran past a timeout (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING
 
 from .auth import BearerTokens
 from .batching import Batcher, Item
 from .config import ServeConfig
-from .metrics import Metrics
+from .limits import overdue, sweep_interval
+from .metrics import ConnectionCounts, Metrics
 from .model import Model
 from .protocol import ClientError, Codec
 from .responses import PROMETHEUS, error_body
@@ -50,7 +53,10 @@ class App:
         self.accepted_while_draining = 0
         path = config.auth_token_file
         self.tokens = BearerTokens(path, self.loop) if path is not None else None
-        self.routes: dict[bytes, Route] = server_routes()
+        self.routes: dict[bytes, Route] = server_routes(config.metrics_auth)
+        self.counts = ConnectionCounts()
+        self.sweep_every = sweep_interval(config)
+        self.loop.call_later(self.sweep_every, self.sweep)
 
     def set_model(self, model: Model) -> None:
         codec, metrics = Codec(model), Metrics(model)
@@ -60,7 +66,14 @@ class App:
         )
         baseline = json.dumps({"sha256": model.sha256, **model.baseline}).encode()
         self.routes.update(
-            model_routes(model.name, model.version, codec.metadata, self.tokens is not None, baseline)
+            model_routes(
+                model.name,
+                model.version,
+                codec.metadata,
+                self.tokens is not None,
+                baseline,
+                self.config.metrics_auth,
+            )
         )
         self.ready_body = json.dumps(
             {"ready": True, "model": model.name, "version": model.version, "sha256": model.sha256}
@@ -113,10 +126,23 @@ class App:
                 state = b"draining" if self.draining else b"loading"
                 conn.answer(503, b'{"ready":false,"state":"%s"}' % state, "", keep_alive, t0)
         elif kind == METRICS:
-            conn.answer(200, self.metrics.render() if self.metrics else b"", "", keep_alive, t0, PROMETHEUS)
+            text = self.metrics.render(self.counts, len(self.connections)) if self.metrics else b""
+            conn.answer(200, text, "", keep_alive, t0, PROMETHEUS)
         elif kind == MODEL_STATUS_V1:
             assert self.model is not None
             answer = {"name": self.model.name, "ready": self.ready and not self.draining}
             conn.answer(200, json.dumps(answer).encode(), protocol, keep_alive, t0)
         else:  # STATIC
             conn.answer(200, static, protocol, keep_alive, t0)
+
+    def sweep(self) -> None:
+        """Close every connection that ran past a timeout; runs every ``sweep_every`` seconds."""
+        self.loop.call_later(self.sweep_every, self.sweep)  # first: a failure here must not end the sweeps
+        now, config, closed = time.perf_counter(), self.config, self.counts.closed
+        for conn in list(self.connections):  # closing one removes it from the set
+            reason = overdue(
+                conn.parsing, conn.t0, conn.since, conn.busy, conn.fresh, conn.closing, now, config
+            )
+            if reason is not None:
+                closed[reason] += 1
+                conn.time_out(reason)

@@ -115,7 +115,10 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.en
         if minimum is not None and isinstance(value, int | float) and value < minimum:
             p.error(f"{flag(f)} must be at least {shown(minimum)}, not {value}")
         values[f.name] = value
-    return ServeConfig(**values)
+    try:
+        return ServeConfig(**values)
+    except ValueError as e:  # settings that contradict each other
+        p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:

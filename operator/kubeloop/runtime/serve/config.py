@@ -52,6 +52,48 @@ class ServeConfig:
     )
     max_batch_rows: int = field(default=64, metadata=setting("most rows in one ONNX Runtime call", minimum=1))
     max_body_bytes: int = field(default=1 << 20, metadata=setting("larger request bodies get 413", minimum=1))
+    # The limits below bound what one client can make the server hold: buffered bytes, open descriptors,
+    # time. Defaults follow nginx (8 KiB request line, 32 KiB of headers, 75 s keep-alive), Apache (100
+    # header fields) and Node.js (a header and a whole-request timeout); docs/contracts.md.
+    max_url_bytes: int = field(default=8192, metadata=setting("longer request URLs get 414", minimum=256))
+    max_header_bytes: int = field(
+        default=32768,
+        metadata=setting(
+            "a request line and header fields (and chunked trailers) larger than this get 431", minimum=1024
+        ),
+    )
+    max_header_fields: int = field(
+        default=100, metadata=setting("a request with more header fields gets 431", minimum=16)
+    )
+    header_timeout: float = field(
+        default=10.0,
+        metadata=setting(
+            "seconds a request head may take from its first byte (408, then the connection is closed), "
+            "and a new connection may stay silent (closed)",
+            minimum=0.1,
+        ),
+    )
+    request_timeout: float = field(
+        default=60.0,
+        metadata=setting(
+            "seconds a whole request, head and body, may take from its first byte (408, then closed)",
+            minimum=0.1,
+        ),
+    )
+    idle_timeout: float = field(
+        default=75.0,
+        metadata=setting(
+            "seconds a keep-alive connection may wait for its next request (closed)", minimum=0.1
+        ),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=setting(
+            "open connections at most; a connection beyond them gets 503 and is closed (counted in "
+            "kubeloop_connections_refused_total); keep it below the open-file limit",
+            minimum=1,
+        ),
+    )
     ort_threads: int = field(
         default=0,
         metadata=setting(
@@ -65,6 +107,13 @@ class ServeConfig:
         metadata=setting(
             "require 'Authorization: Bearer <token>' for inference and metadata; one token per line, "
             "re-read when it changes"
+        ),
+    )
+    metrics_auth: bool = field(
+        default=False,
+        metadata=setting(
+            "require the bearer token on /metrics and /kubeloop/v1/baseline too (needs --auth-token-file); "
+            "off: scrapers without a token read them, health probes never need one"
         ),
     )
     drain_delay: float = field(
@@ -93,3 +142,7 @@ class ServeConfig:
     termination_log: Path = field(
         default=Path(TERMINATION_LOG), metadata=setting("where a load failure is reported as JSON")
     )
+
+    def __post_init__(self) -> None:
+        if self.metrics_auth and self.auth_token_file is None:
+            raise ValueError("--metrics-auth needs --auth-token-file: there is no token to require")

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -26,6 +27,27 @@ from .connection import Connection
 from .events import log
 from .model import Model, ModelLoadError
 
+# Descriptors beside the client connections: the listener, the event loop's, stdio, the model's files while
+# it loads, the token file when it is re-read.
+SPARE_FILES = 64
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Raise the soft limit on open files toward ``wanted``, up to the hard limit, as Go programs do at
+    start: containers often get a soft limit of 1024 under a far higher hard one. The soft limit after
+    (``sys.maxsize``: none)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    if soft >= wanted:
+        return soft
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError):
+        return soft
+    return new
+
 
 def report_failure(config: ServeConfig, error: ModelLoadError) -> None:
     """A JSON result in the termination log and on the last line of stdout."""
@@ -38,6 +60,10 @@ def report_failure(config: ServeConfig, error: ModelLoadError) -> None:
 async def serve(config: ServeConfig) -> int:
     """Listen, load, serve until SIGTERM (or SIGINT), drain; 0 after a drain, 2 if the model failed."""
     loop = asyncio.get_running_loop()
+    wanted = config.max_connections + SPARE_FILES
+    open_files = raise_open_file_limit(wanted)
+    if open_files < wanted:  # beyond it, accept() fails instead of answering 503
+        log("open_file_limit_low", limit=open_files, max_connections=config.max_connections, wanted=wanted)
     app = App(config)
     server = await loop.create_server(
         lambda: Connection(app), config.host, config.port, backlog=2048, reuse_address=True
@@ -78,6 +104,9 @@ async def serve(config: ServeConfig) -> int:
             batching=config.batching,
             max_batch_rows=config.max_batch_rows,
             auth=config.auth_token_file is not None,
+            metrics_auth=config.metrics_auth,
+            max_connections=config.max_connections,
+            open_file_limit=open_files,
         )
     await stopped
     await drain(app, server, config)

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from kubeloop import stats
 
+from .limits import HEADER_TIMEOUT, IDLE_TIMEOUT, LINGER_TIMEOUT, REQUEST_TIMEOUT, UNREAD_ANSWERS
 from .model import Model, Prediction, Rows
 
 LATENCY_BUCKETS = (
@@ -152,6 +153,16 @@ class FeatureBins:
             render_histogram(name, f'{labels},feature="{feature}"', edges, counts, float(self.sums[i]), out)
 
 
+class ConnectionCounts:
+    """What the connection limits did, counted from the start of the process (before a model loads)."""
+
+    def __init__(self) -> None:
+        self.refused = 0  # answered 503 and closed at once: max_connections were open
+        # Closed by the server, by reason; every reason from 0, so that a first one is a rise.
+        reasons = (HEADER_TIMEOUT, REQUEST_TIMEOUT, IDLE_TIMEOUT, LINGER_TIMEOUT, UNREAD_ANSWERS)
+        self.closed = dict.fromkeys(reasons, 0)
+
+
 class Metrics:
     def __init__(self, model: Model) -> None:
         self.model_label = f'model="{_label(model.name)}"'
@@ -236,7 +247,7 @@ class Metrics:
         else:
             self.prediction_values.add(self._values[:rows])
 
-    def render(self) -> bytes:
+    def render(self, connections: ConnectionCounts | None = None, open_connections: int = 0) -> bytes:
         self.flush()
         m = self.model_label
         out = [
@@ -292,4 +303,19 @@ class Metrics:
                         f'kubeloop_feature_category_total{{{m},feature="{feature}",'
                         f'category="{_label(cat)}"}} {n}'
                     )
+        if connections is not None:
+            out += [
+                "# HELP kubeloop_connections_open Open client connections.",
+                "# TYPE kubeloop_connections_open gauge",
+                f"kubeloop_connections_open{{{m}}} {open_connections}",
+                "# HELP kubeloop_connections_refused_total Connections answered 503 and closed at once: "
+                "max-connections were open.",
+                "# TYPE kubeloop_connections_refused_total counter",
+                f"kubeloop_connections_refused_total{{{m}}} {connections.refused}",
+                "# HELP kubeloop_connections_closed_total Connections closed by the server: a timeout ran "
+                "out, or the client left its answers unread.",
+                "# TYPE kubeloop_connections_closed_total counter",
+            ]
+            for reason, n in connections.closed.items():
+                out.append(f'kubeloop_connections_closed_total{{{m},reason="{reason}"}} {n}')
         return ("\n".join(out) + "\n").encode()

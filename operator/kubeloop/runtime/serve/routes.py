@@ -1,8 +1,9 @@
 """The route table: every URL the server answers, matched exactly, built once (the model's when it loads).
 
 A route says which method it takes, what kind of answer it gets, the protocol label its requests are
-counted under in the metrics (``""``: not counted) and whether it needs a bearer token. Health and
-metrics never need one: the kubelet and Prometheus carry no token.
+counted under in the metrics (``""``: not counted) and whether it needs a bearer token. Health never
+needs one (the kubelet carries no token); metrics and the baseline only with ``--metrics-auth``, because
+Prometheus scrapes and the operator reads them without one by default.
 """
 
 from __future__ import annotations
@@ -31,28 +32,28 @@ class Route(NamedTuple):
     body: bytes = b""
 
 
-def server_routes() -> dict[bytes, Route]:
+def server_routes(metrics_auth: bool = False) -> dict[bytes, Route]:
     """The routes that exist before a model is loaded."""
     return {
         b"/v2/health/live": Route(b"GET", STATIC, "", False, b'{"live":true}'),
         b"/v2/health/ready": Route(b"GET", READY, "", False),
         b"/v2": Route(b"GET", STATIC, "", False, SERVER_METADATA),
-        b"/metrics": Route(b"GET", METRICS, "", False),
+        b"/metrics": Route(b"GET", METRICS, "", metrics_auth),
     }
 
 
 # The training baseline of the served model (baseline.json, docs/contracts.md), for the operator's drift
-# checks: the operator has no access to the artifact store. No token, like /metrics, whose histograms
-# already carry the baseline's bin edges and categories.
+# checks: the operator has no access to the artifact store. A token only when /metrics needs one: its
+# histograms already carry the baseline's bin edges and categories.
 BASELINE = b"/kubeloop/v1/baseline"
 
 
 def model_routes(
-    name: str, version: str, metadata: bytes, auth: bool, baseline: bytes = b"{}"
+    name: str, version: str, metadata: bytes, auth: bool, baseline: bytes = b"{}", metrics_auth: bool = False
 ) -> dict[bytes, Route]:
     """A model's routes, under its name and under its name and version, and its baseline."""
     model = b"/v2/models/" + name.encode()
-    routes: dict[bytes, Route] = {BASELINE: Route(b"GET", STATIC, "", False, baseline)}
+    routes: dict[bytes, Route] = {BASELINE: Route(b"GET", STATIC, "", metrics_auth, baseline)}
     for base in (model, model + b"/versions/" + version.encode()):
         routes[base] = Route(b"GET", STATIC, "v2", auth, metadata)
         routes[base + b"/ready"] = Route(b"GET", READY, "", False)
