@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -303,3 +304,27 @@ def test_a_missing_kubeconfig_is_said_before_anything_is_asked(monkeypatch: pyte
     monkeypatch.setenv("KUBECONFIG", f"/nowhere/a{os.pathsep}/nowhere/b")
     with pytest.raises(CliError, match="no kubeconfig at /nowhere/a:/nowhere/b"):
         Cluster(None, None, None).list(resolve_kind("kmon"))
+
+
+def test_an_api_server_that_does_not_answer_is_said_as_such(tmp_path: Path) -> None:
+    # A kubeconfig naming a port nothing listens on (port 1 of loopback): refused at once.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "ml"}}],
+        "current-context": "x",
+    }
+    path = tmp_path / "config"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    cluster = Cluster(str(path), None, None)
+    assert cluster.namespace == "ml"  # the context's namespace when -n is not given
+    with pytest.raises(
+        CliError, match=r"cannot read dataset 'iris' in namespace 'ml': cannot reach the API server"
+    ):
+        cluster.get(resolve_kind("dset"), "iris")
+    with pytest.raises(
+        CliError, match=r"cannot list monitors in namespace 'ml': cannot reach the API server"
+    ):
+        cluster.list(resolve_kind("kmon"))
