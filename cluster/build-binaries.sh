@@ -2,9 +2,10 @@
 # Build the local cluster's binaries from the Go module proxy, pinned by versions.env,
 # into a per-user cache keyed by version. Reuses what is already built.
 #
-#   build-binaries.sh                  the cluster: Kubernetes, etcd, Helm, CoreDNS and metrics-server;
-#                                      prints the Kubernetes/etcd/Helm/CoreDNS directory on its last line
+#   build-binaries.sh                  the cluster: Kubernetes, etcd, Helm, CoreDNS, metrics-server and
+#                                      kube-router; prints the Kubernetes/etcd/Helm/CoreDNS directory on its last line
 #   build-binaries.sh metrics-server   prints metrics-server's directory on its last line
+#   build-binaries.sh kube-router      prints kube-router's directory on its last line (the NetworkPolicy enforcer)
 #   build-binaries.sh prometheus       Prometheus v3 and promtool (not part of the cluster, built only when
 #                                      asked); prints their directory on its last line
 #
@@ -14,8 +15,8 @@
 #   KUBELOOP_CACHE   cache root (default: ${XDG_CACHE_HOME:-~/.cache}/kubeloop)
 #   KUBELOOP_BIN_DIR a directory of ready binaries to use instead of building (all of
 #                    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-#                    kubectl etcd helm coredns must be there; metrics-server, prometheus and promtool
-#                    are taken from it when there, else built into the cache as usual)
+#                    kubectl etcd helm coredns must be there; metrics-server, kube-router, prometheus and
+#                    promtool are taken from it when there, else built into the cache as usual)
 #
 # Messages go to stderr; stdout carries only directories.
 set -euo pipefail
@@ -140,6 +141,31 @@ metrics_server_dir() {
   finish "$out" "$start" "metrics-server"
 }
 
+# ---------------------------------------------------------------- kube-router (NetworkPolicy enforcer)
+kube_router_dir() {
+  if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
+    if [[ -x "$KUBELOOP_BIN_DIR/kube-router" ]]; then dir=$KUBELOOP_BIN_DIR; return; fi
+    log "KUBELOOP_BIN_DIR=$KUBELOOP_BIN_DIR has no kube-router: using the cache's (built if missing)"
+  fi
+  local out="$cache/bin/kube-router-$KUBE_ROUTER_VERSION"
+  dir=$out
+  all_executable "$out" kube-router && return
+  need_go "kube-router"
+  lock "$out"
+  all_executable "$out" kube-router && return
+  local start
+  start=$(date +%s)
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  log "building kube-router $KUBE_ROUTER_VERSION ..."
+  # its go.mod has no replaces, so `go install` resolves it from the proxy as it is; the version
+  # variables are those upstream's Makefile sets
+  local v=github.com/cloudnativelabs/kube-router/v2/pkg/version
+  GOBIN="$out.tmp" go install -trimpath \
+    -ldflags "-s -w -X $v.Version=$KUBE_ROUTER_VERSION -X $v.BuildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  finish "$out" "$start" "kube-router"
+}
+
 # ---------------------------------------------------------------- Prometheus v3
 prometheus_dir() {
   if [[ -n "${KUBELOOP_BIN_DIR:-}" ]]; then
@@ -176,9 +202,11 @@ case "${1:-cluster}" in
     kubernetes_dir
     k8s_dir=$dir
     metrics_server_dir
+    kube_router_dir
     dir=$k8s_dir ;;
   metrics-server) metrics_server_dir ;;
+  kube-router) kube_router_dir ;;
   prometheus) prometheus_dir ;;
-  *) log "usage: $0 [cluster|metrics-server|prometheus]"; exit 2 ;;
+  *) log "usage: $0 [cluster|metrics-server|kube-router|prometheus]"; exit 2 ;;
 esac
 echo "$dir"

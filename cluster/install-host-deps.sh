@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local cluster and the image build need, when missing (idempotent).
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 kmod socat debootstrap podman openssl gcc libc6-dev curl wrk
+packages=(containerd runc containernetworking-plugins iptables ipset conntrack iproute2 kmod socat debootstrap podman openssl gcc libc6-dev curl wrk
   chromium)  # chromium: the model report test renders report.html in it, headless
 missing=()
 for p in "${packages[@]}"; do

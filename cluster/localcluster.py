@@ -7,15 +7,17 @@
     localcluster.py status                       what is running, and the kubeconfig to use
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as host processes; with the node,
-containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode), CoreDNS (in a pod) and metrics-server
-(a host process behind the API server's aggregation layer: `kubectl top`, HorizontalPodAutoscalers) join them.
+containerd + runc (Debian's), the kubelet, kube-proxy (iptables mode), CoreDNS (in a pod), metrics-server
+(a host process behind the API server's aggregation layer: `kubectl top`, HorizontalPodAutoscalers) and
+kube-router's firewall (a host process enforcing NetworkPolicies with iptables and ipsets) join them.
 Prometheus is optional (`up --with-prometheus`, KUBELOOP_WITH_PROMETHEUS=1, or `prometheus` later): a host
 process on 10.244.0.1:9090 (the bridge: the host and the pods reach it) that finds the inference servers and
 the operator by kubernetes_sd_configs and evaluates the chart's alerting rules
 (helm/kubeloop/files/rules.yaml).
 Everything the cluster makes lives under STATE_DIR and RUN_DIR, on the bridge `kubeloop0`
 (10.244.0.1/24, the only address the cluster listens on besides loopback), and in iptables chains named
-KUBE-* / CNI-*; `down` removes all of it. Needs root. Standard library only, so it runs before any venv.
+KUBE-* / CNI-* and ipsets named KUBE-* (kube-router's); `down` removes all of it. Needs root. Standard
+library only, so it runs before any venv.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"
 
 FRONT_PROXY_CLIENT = "front-proxy-client"
 METRICS_SERVER_USER = "kubeloop:metrics-server"
+KUBE_ROUTER_USER = "kubeloop:kube-router"
 PROMETHEUS_USER = "kubeloop:prometheus"
 # On the bridge, not loopback: the operator in its pod reads Prometheus there (canary analysis, Monitors).
 PROMETHEUS_ADDRESS = f"{NODE_IP}:9090"
@@ -70,7 +73,7 @@ PROMETHEUS_SCRAPE_INTERVAL = "5s"
 PROMETHEUS_DIR = STATE_DIR / "prometheus"
 
 CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-NODE = ["containerd", "kubelet", "kube-proxy", "metrics-server"]
+NODE = ["containerd", "kubelet", "kube-proxy", "metrics-server", "kube-router"]
 
 
 def log(msg: str) -> None:
@@ -100,8 +103,8 @@ def versions() -> dict[str, str]:
 def binaries(part: str = "cluster") -> Path:
     """The directory of a part's binaries, built (or reused from the cache) by build-binaries.sh.
 
-    "cluster": Kubernetes, etcd, Helm and CoreDNS (metrics-server is built with them, in its own
-    directory); "metrics-server": that directory."""
+    "cluster": Kubernetes, etcd, Helm and CoreDNS (metrics-server and kube-router are built with them,
+    each in its own directory); "metrics-server", "kube-router": that directory."""
     res = subprocess.run([str(HERE / "build-binaries.sh"), part], stdout=subprocess.PIPE, text=True)
     if res.returncode != 0:
         raise SystemExit(f"building the {part} binaries failed (see the messages above)")
@@ -303,6 +306,8 @@ def ensure_pki() -> None:
         "serverAuth",
         ["DNS:metrics-server.kube-system.svc", f"IP:{NODE_IP}"],
     )
+    # kube-router's identity (RBAC binds this user: it reads pods, namespaces and NetworkPolicies)
+    make_cert("kube-router", f"/CN={KUBE_ROUTER_USER}", "clientAuth")
     for key in PKI.glob("*.key"):
         os.chmod(key, 0o600)
 
@@ -475,7 +480,14 @@ def start_control_plane(bins: Path) -> None:
         ],
     )
     write_kubeconfig(KUBECONFIG, "admin")
-    for component in ("controller-manager", "scheduler", "kubelet-client", "kube-proxy", "metrics-server"):
+    for component in (
+        "controller-manager",
+        "scheduler",
+        "kubelet-client",
+        "kube-proxy",
+        "metrics-server",
+        "kube-router",
+    ):
         write_kubeconfig(STATE_DIR / f"{component}.kubeconfig", component)
     wait_for("the API server to be ready", lambda: kubectl("get", "--raw", "/readyz") == "ok", 120)
     start(
@@ -636,6 +648,11 @@ def kube_proxy_config() -> dict:  # type: ignore[type-arg]
 PAUSE_IMAGE = "registry.k8s.io/pause:" + versions()["PAUSE_VERSION"]
 
 
+def write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def coredns_image() -> str:
     return "kubeloop.local/coredns:" + versions()["COREDNS_VERSION"]
 
@@ -670,7 +687,9 @@ def start_node(bins: Path) -> None:
             "0",
         ],
     )
-    (STATE_DIR / "kube-proxy.json").write_text(json.dumps(kube_proxy_config(), indent=1))
+    # Written only when it changed: kube-proxy exits when its config file is written (seen: a second `up`
+    # stopped it, and Services made after that got no rules, so their clients timed out).
+    write_if_changed(STATE_DIR / "kube-proxy.json", json.dumps(kube_proxy_config(), indent=1))
     start("kube-proxy", [bins / "kube-proxy", "--config", STATE_DIR / "kube-proxy.json"])
     wait_for(
         f"node {NODE_NAME} to be Ready",
@@ -707,6 +726,7 @@ def start_node(bins: Path) -> None:
         120,
     )
     start_metrics_server(binaries("metrics-server"))
+    start_kube_router(binaries("kube-router"))
 
 
 def start_metrics_server(bins: Path) -> None:
@@ -783,6 +803,80 @@ def start_metrics_server(bins: Path) -> None:
         said = kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "yaml")
         tail = (LOGS / "metrics-server.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"{error}\nthe APIService: {said}\nmetrics-server's log ends:\n{tail}") from None
+
+
+def start_kube_router(bins: Path) -> None:
+    """kube-router's firewall alone on the host: NetworkPolicies become iptables chains (KUBE-ROUTER-*,
+    KUBE-NWPLCY-*, KUBE-POD-FW-*) and ipsets (KUBE-SRC-*, KUBE-DST-*) in the host's network namespace,
+    where the bridge's traffic passes (bridge-nf-call-iptables) after kube-proxy's DNAT to a pod. Routing
+    and service proxying stay with the bridge plugin and kube-proxy. It needs the node object."""
+    if not shutil.which("ipset"):
+        raise SystemExit("kube-router needs the ipset command: run cluster/install-host-deps.sh")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=kube_router_rbac())
+    cmd: list[str | Path] = [
+        bins / "kube-router",
+        "--kubeconfig",
+        STATE_DIR / "kube-router.kubeconfig",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--hostname-override",
+        NODE_NAME,
+        "--service-cluster-ip-range",
+        SERVICE_CIDR,
+        # its health endpoint would listen on every interface: the cluster listens only on the bridge
+        "--health-port=0",
+    ]
+    start("kube-router", cmd)
+
+    def enforcing() -> bool:
+        pid = int((PIDS / "kube-router").read_text())
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            raise SystemExit("kube-router exited")  # not an Exception: wait_for lets it through
+        # its FORWARD hook is in place once its first full sync of the policies is done
+        return "-j KUBE-ROUTER-FORWARD" in run("iptables", "-S", "FORWARD", check=False, quiet=True)
+
+    try:
+        wait_for("kube-router's firewall chains", enforcing, 60)
+    except SystemExit as error:
+        tail = (LOGS / "kube-router.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"{error}\nkube-router's log ends:\n{tail}") from None
+
+
+def kube_router_rbac() -> str:
+    """What kube-router reads. The firewall uses pods, namespaces, NetworkPolicies and its node; its
+    informer factory also syncs services, endpoints and EndpointSlices before it starts, so it reads
+    those too (read only: it changes no object)."""
+    labels = {"app.kubernetes.io/name": "kube-router", "app.kubernetes.io/managed-by": "localcluster"}
+    read = ["get", "list", "watch"]
+    objects = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": KUBE_ROUTER_USER, "labels": labels},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                    "verbs": read,
+                },
+                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": KUBE_ROUTER_USER, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": KUBE_ROUTER_USER,
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_ROUTER_USER}],
+        },
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
 
 
 def start_prometheus(bins: Path) -> None:
@@ -1220,8 +1314,27 @@ def remove_fixed_paths() -> None:
                 empty.rmdir()  # only succeeds when empty: what others keep there stays
 
 
+def remove_ipsets() -> None:
+    """kube-router's ipsets (KUBE-SRC-*, KUBE-DST-*, their inet6: twins and the TMP-<base32> sets of a
+    restore it did not finish); run after the iptables rules that reference them are gone."""
+    if not shutil.which("ipset"):
+        return
+    for name in run("ipset", "list", "-n", check=False, quiet=True).split():
+        if is_kube_router_ipset(name):
+            run("ipset", "destroy", name, check=False)
+
+
+def is_kube_router_ipset(name: str) -> bool:
+    name = name.removeprefix("inet6:")
+    if name.startswith("TMP-"):
+        rest = name[4:]
+        return len(rest) == 16 and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in rest)
+    return name.startswith("KUBE-")
+
+
 def down() -> None:
-    for name in ("prometheus", "metrics-server", "kube-proxy", "kubelet"):
+    # kube-router first: stopped later, it would put back the chains and ipsets removed below
+    for name in ("prometheus", "kube-router", "metrics-server", "kube-proxy", "kubelet"):
         stop(name)
     # containers and their shims: kill every process our containerd started, then containerd
     shims = processes_using(str(CONTAINERD_SOCK.parent))
@@ -1247,6 +1360,7 @@ def down() -> None:
         run("ip", "netns", "delete", netns.name, check=False, quiet=True)
     run("ip", "link", "delete", BRIDGE, check=False, quiet=True)
     remove_iptables_chains()
+    remove_ipsets()
     remove_cgroups()
     restore_sysctls()
     for link in Path("/var/log/containers").glob("*.log") if Path("/var/log/containers").exists() else []:
@@ -1256,7 +1370,7 @@ def down() -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     KUBECONFIG.unlink(missing_ok=True)
-    log("down: every process stopped, mounts, bridge, iptables chains, cgroups and state removed")
+    log("down: every process stopped, mounts, bridge, iptables chains, ipsets, cgroups and state removed")
 
 
 # ---------------------------------------------------------------- entry points

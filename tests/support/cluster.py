@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ CLUSTER_PROGRAMS = (
     "kubelet",
     "kube-proxy",
     "metrics-server",
+    "kube-router",
     "prometheus",  # optional: up --with-prometheus, or tests/e2e/test_dashboard.py
     "containerd",
     "containerd-shim",
@@ -63,6 +65,12 @@ def facts() -> dict[str, Any]:
             line.split(":")[1].strip().split("@")[0]
             for line in _cmd("ip", "-o", "link").splitlines()
             if "kubeloop0" in line or "veth" in line
+        ),
+        # kube-router's (the NetworkPolicy enforcer); no ipset command, no sets anyone could have made
+        "ipsets": sorted(
+            name
+            for name in (_cmd("ipset", "list", "-n") if shutil.which("ipset") else "").split()
+            if name.removeprefix("inet6:").startswith(("KUBE-", "TMP-"))
         ),
         "iptables_chains": sorted(
             {
