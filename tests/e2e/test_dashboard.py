@@ -267,7 +267,7 @@ def test_every_dashboard_query_returns_data(
         live = status(kubectl, "modeldeployment", "dash", namespace)["canary"]
         from_prom = {c["name"]: c for c in live["checks"]}
         mine = {c.name: c for c in direct.checks()}
-        print("canary checks from Prometheus:", json.dumps(from_prom), "scraped:", mine)
+        print("the canary's status:", json.dumps(live), "scraped by the test:", mine)
         assert set(from_prom) == set(mine) == {"errorRate", "latencyP99", "predictionDistance"}
         for name, check in mine.items():
             assert from_prom[name]["verdict"] == check.verdict == "pass", (name, from_prom[name], check)
