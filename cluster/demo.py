@@ -190,11 +190,23 @@ def wait_for_condition(
 
 def predict_in_cluster(namespace: str, url: str, image: str, body: dict) -> str:  # type: ignore[type-arg]
     """POST a V2 request to the Service from a pod inside the cluster; returns the response body."""
+    # A client as real ones are: it retries a refused or timed-out connection for a while (a new pod's
+    # traffic is refused until the NetworkPolicy enforcer has added it), and says what failed if it gives up.
     script = (
-        "import sys, urllib.request; "
+        "import sys, time, urllib.error, urllib.request\n"
         f"req = urllib.request.Request({url!r}, data=sys.argv[1].encode(), "
-        "headers={'Content-Type': 'application/json'}); "
-        "print(urllib.request.urlopen(req, timeout=10).read().decode())"
+        "headers={'Content-Type': 'application/json'})\n"
+        "for attempt in range(30):\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+        "        break\n"
+        "    except urllib.error.HTTPError:\n"
+        "        raise\n"
+        "    except OSError as error:\n"
+        "        print('attempt', attempt, 'failed:', error, file=sys.stderr, flush=True)\n"
+        "        time.sleep(2)\n"
+        "else:\n"
+        "    raise SystemExit('gave up')\n"
     )
     overrides = {
         "spec": {
@@ -222,11 +234,11 @@ def predict_in_cluster(namespace: str, url: str, image: str, body: dict) -> str:
         json.dumps(overrides),
     )
     kubectl(
-        "wait", f"pod/{name}", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"
+        "wait", f"pod/{name}", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded", "--timeout=180s"
     )
     out = kubectl("logs", name, "-n", namespace)
     kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
-    return out.strip()
+    return out.strip().splitlines()[-1]  # the answer; the lines before it are refused attempts
 
 
 class Clock:
