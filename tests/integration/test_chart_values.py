@@ -32,6 +32,7 @@ WRONG = [
     ("serviceAccount.name=My_Account", ["/serviceAccount/name", "'My_Account'"]),
     ("monitoring.rules.enabled=yes", ["/monitoring/rules/enabled", "boolean"]),
     ("monitoring.dashboard.namespace=Grafana", ["/monitoring/dashboard/namespace", "'Grafana'"]),
+    ("watchNamespaces={Team_A}", ["/watchNamespaces/0", "'Team_A'"]),
 ]
 
 # Every knob set to a valid value other than its default: a schema too strict to take them fails here.
@@ -53,6 +54,7 @@ GOOD: dict[str, Any] = {
         "verbose": True,
     },
     "metrics": {"port": 9100, "service": False},
+    "watchNamespaces": ["team-a", "team-b"],
     "rbac": {"create": False},
     "serviceAccount": {"create": False, "name": "kubeloop-operator"},
     "resources": {
