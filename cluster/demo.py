@@ -388,8 +388,11 @@ def main() -> int:
     images = build_images()
     clock.say("2. the operator, installed with Helm")
     install_operator(images)
-    clock.say(f"3. the samples, applied in namespace {ns}")
-    kubectl("create", "namespace", ns, check=False)
+    clock.say(
+        f"3. the samples, applied in namespace {ns} (the demo's own: made afresh, so a rerun shows the loop)"
+    )
+    kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s")
+    kubectl("create", "namespace", ns)
     kubectl("apply", "-n", ns, "-f", str(REPO / "manifests" / "samples"))
     clock.say("4. data, training, serving")
     wait_for_condition("dataset", "iris", ns, "Ready", 300)
