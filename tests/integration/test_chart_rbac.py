@@ -8,7 +8,6 @@ refused, and leaves an object in another one alone.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from support.polling import wait_for
+from support.serviceaccount import token_kubeconfig
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "kubeloop"
 OPERATOR = ["run", "--standalone", "-m", "kubeloop.controllers.main"]
@@ -118,16 +118,6 @@ def test_namespaced_mode_grants_them_in_the_watched_namespaces_only(
             assert beyond_everyone(kubectl, sa, where, namespace) == CRDS | NAMESPACES, where
     finally:
         helm("uninstall", release, "-n", namespace, check=False)
-
-
-def token_kubeconfig(kubectl: Any, sa: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig of the test cluster whose only credential is a token of the ServiceAccount."""
-    config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    token = kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-    config["users"] = [{"name": sa, "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = sa
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def handled(caplog: pytest.LogCaptureFixture) -> set[str]:
