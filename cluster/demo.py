@@ -363,7 +363,8 @@ def follow_canary(ns: str, sha: str, clock: Clock, timeout: float = 900) -> dict
         if last.get("sha256") == sha and last.get("result") in ("Promoted", "RolledBack"):
             return status
         canary = status.get("canary") or {}
-        seen = (canary.get("phase"), canary.get("step"), canary.get("observedWeight") is not None)
+        verdicts = tuple(c.get("verdict") for c in canary.get("checks") or [])
+        seen = (canary.get("phase"), canary.get("step"), verdicts)
         if canary and seen != shown:
             shown = seen
             checks = "; ".join(f"{c['name']} {c['verdict']}" for c in canary.get("checks") or [])
