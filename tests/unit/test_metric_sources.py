@@ -9,7 +9,6 @@ tests/e2e/test_dashboard.py.
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,19 +17,12 @@ import pytest
 from kubeloop import analysis, stats
 from kubeloop.controllers import metricsource
 from kubeloop.controllers.metricsource import Scrape
-from kubeloop.runtime.serve.examples import build_model_dir, training_data
+from kubeloop.runtime.serve.examples import training_data
 from kubeloop.runtime.serve.metrics import Metrics
 from kubeloop.runtime.serve.model import Model
 
 T0 = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
 STARTED = {"uid-a": "2026-12-01T11:00:00Z", "uid-b": "2026-12-01T12:00:15Z"}  # b starts inside the window
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    d: Path = tmp_path_factory.mktemp("lr")
-    build_model_dir(d, "logistic_regression")
-    return Model(d)
 
 
 def traffic(

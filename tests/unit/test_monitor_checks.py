@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from kubeloop import analysis, stats
 from kubeloop.controllers.metricsource import Scrape
 from kubeloop.controllers.monitor import drift_check, window_totals
-from kubeloop.runtime.serve.examples import build_model_dir, training_data
+from kubeloop.runtime.serve.examples import training_data
 from kubeloop.runtime.serve.metrics import Metrics
 from kubeloop.runtime.serve.model import Model
 
 T0 = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    d: Path = tmp_path_factory.mktemp("lr")
-    build_model_dir(d, "logistic_regression")
-    return Model(d)
 
 
 def traffic(
