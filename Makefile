@@ -82,6 +82,9 @@ lint: venv ## Lint: ruff, mypy --strict on the whole package (operator and runti
 	$(VENV)/bin/ruff format --no-cache --check operator/kubeloop
 	$(VENV)/bin/mypy --strict operator/kubeloop
 	$(VENV)/bin/lint-imports
+	@# pytest refuses two test modules of one basename (tests/*/ have no __init__.py): say so before it does
+	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+	if [ -n "$$dups" ]; then echo "test modules with the same basename in two folders: $$dups"; exit 1; fi
 
 helm-lint: ## helm lint the chart
 	$(HELM) lint helm/kubeloop
