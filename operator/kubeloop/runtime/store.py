@@ -126,26 +126,16 @@ class VolumeStore(Store):
                     digest.update(chunk)
                     out.write(chunk)
 
-        self._atomic_write(self._path(key), copy)
+        self._atomic_write(key, copy)
         return digest.hexdigest()
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        self._atomic_write(self._path(key), lambda out: out.write(data))
+        self._atomic_write(key, lambda out: out.write(data))
         return hashlib.sha256(data).hexdigest()
 
-    @staticmethod
-    def _atomic_write(target: Path, write: Writer) -> None:
-        fd, tmp = _temp_beside(target)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                write(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+    def _atomic_write(self, key: str, write: Writer) -> None:
+        with self.open_write(key) as out:
+            write(out)
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
