@@ -160,6 +160,13 @@ def test_every_dashboard_query_returns_data(
         },
     }
     apply(kubectl, namespace, from_prometheus)
+    # and one whose Prometheus does not answer: the source is what it reads, so it judges nothing
+    unreachable = {
+        **from_prometheus,
+        "metadata": {"name": "dash-nowhere"},
+        "spec": {**from_prometheus["spec"], "source": {"prometheusURL": "http://10.244.0.1:1"}},
+    }
+    apply(kubectl, namespace, unreachable)
     direct = DirectWindow(kubectl, namespace, models["b"]["sha256"], models["a"]["sha256"])
     x, _ = training_data("logistic_regression", 20)
     rows = [[round(float(v), 4) for v in r] for r in x[:300]]
@@ -254,6 +261,10 @@ def test_every_dashboard_query_returns_data(
             assert got["features"][0]["feature"] == features[SHIFTED], (name, got["features"][:3])
             assert both[name]["SLOViolated"]["status"] == "False", (name, both[name]["SLOViolated"])
             assert both[name]["Ready"]["status"] == "True", (name, both[name]["Ready"])
+        nowhere = {c["type"]: c for c in status(kubectl, "monitor", "dash-nowhere", namespace)["conditions"]}
+        assert nowhere["Ready"]["status"] == "False", nowhere
+        assert nowhere["Ready"]["reason"] == "MetricsUnavailable", nowhere
+        assert nowhere["Drifted"]["status"] == "Unknown", nowhere
         failed = {
             n: {f["feature"] for f in got["features"] if f["verdict"] == "fail"}
             for n, got in by_source.items()
