@@ -43,6 +43,26 @@ def test_an_estimator_outside_the_allow_list_never_starts_a_pod(
     )
 
 
+def test_a_training_pod_killed_for_memory_says_so_and_what_to_raise(
+    kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
+) -> None:
+    """A limit too small for the trainer: the kernel kills the pod (OOMKilled), which writes no result; the
+    run says so, with the limit, rather than a log tail."""
+    small = {"requests": {"cpu": "100m", "memory": "48Mi"}, "limits": {"memory": "48Mi"}}
+    apply(
+        kubectl,
+        namespace,
+        iris_dataset(),
+        training_job("small", "LogisticRegression", backoffLimit=0, resources=small),
+    )
+    failed = wait_condition(kubectl, "trainingjob", "small", namespace, "Failed", timeout=300)
+    assert failed["status"] == "True", failed
+    assert "OOMKilled" in failed["message"] and "(48Mi" in failed["message"], failed
+    assert "resources.limits.memory" in failed["message"], failed
+    trial = status(kubectl, "trainingjob", "small", namespace)["trials"][0]
+    assert trial["state"] == "Failed" and trial["message"].startswith("OutOfMemory: "), trial
+
+
 def test_a_killed_training_pod_is_retried_but_a_data_error_is_not(
     kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from kubeloop.api.dataset import DatasetSpec
 from kubeloop.builders.settings import Settings, SettingsError
 from kubeloop.controllers.dataset import next_run
-from kubeloop.controllers.jobs import beyond_history, retries
+from kubeloop.controllers.jobs import beyond_history, memory_killed, outcome, retries
 
 
 def job(name: str, state: str, at: str) -> dict[str, Any]:
@@ -136,3 +136,62 @@ def test_history_limits_come_from_the_environment() -> None:
     assert (settings.successful_jobs_history_limit, settings.failed_jobs_history_limit) == (5, 0)
     with pytest.raises(SettingsError, match="KUBELOOP_FAILED_JOBS_HISTORY_LIMIT='-1'"):
         Settings.from_env({"KUBELOOP_FAILED_JOBS_HISTORY_LIMIT": "-1"})
+
+
+def terminated_pod(
+    name: str, at: str, reason: str, memory: str | None = "256Mi", last: bool = False
+) -> dict[str, Any]:
+    """A pod of a Job whose container terminated with ``reason`` (in lastState when ``last``)."""
+    resources = {"limits": {"memory": memory}} if memory else {}
+    state = {"terminated": {"reason": reason, "exitCode": 137 if reason == "OOMKilled" else 1}}
+    return {
+        "metadata": {"name": name, "creationTimestamp": f"2026-12-01T10:{at}:00Z"},
+        "spec": {"containers": [{"name": "train", "resources": resources}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "train",
+                    "state": {"waiting": {}} if last else state,
+                    "lastState": state if last else {},
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "limit"),
+    [
+        ([terminated_pod("a", "01", "OOMKilled")], "256Mi"),
+        ([terminated_pod("a", "01", "OOMKilled", last=True)], "256Mi"),  # restarted in place
+        ([terminated_pod("a", "01", "OOMKilled", memory=None)], "no limit"),
+        ([terminated_pod("a", "01", "Error")], None),
+        # only the newest pod counts: an earlier kill followed by another failure is not the answer
+        ([terminated_pod("a", "01", "OOMKilled"), terminated_pod("b", "02", "Error")], None),
+        ([terminated_pod("a", "01", "Error"), terminated_pod("b", "02", "OOMKilled", memory="1Gi")], "1Gi"),
+        ([], None),
+    ],
+)
+def test_memory_killed_names_the_limit_of_the_newest_pod(
+    pods: list[dict[str, Any]], limit: str | None
+) -> None:
+    assert memory_killed(pods) == limit
+
+
+FAILED_JOB = {
+    "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+}
+
+
+def test_a_pod_killed_for_memory_fails_with_out_of_memory_and_what_to_raise() -> None:
+    # killed by the kernel: the pod's message is its log tail (FallbackToLogsOnError), not a result
+    found = outcome(FAILED_JOB, "loading the snapshot\n", "256Mi")
+    assert found.state == "Failed" and found.reason == "OutOfMemory", found
+    assert "more memory than its limit (256Mi, OOMKilled)" in found.message, found
+    assert "resources.limits.memory" in found.message, found
+    # a result the runtime wrote says more than the kill and stays the answer
+    said = outcome(
+        FAILED_JOB, json.dumps({"ok": False, "reason": "DataError", "message": "bad row 7"}), "256Mi"
+    )
+    assert said.reason == "DataError" and said.message == "bad row 7", said
+    assert outcome(FAILED_JOB, None, None).reason == "BackoffLimitExceeded"

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     INVALID_RESULT = "InvalidResult"
     JOB_FAILED = "JobFailed"
     NO_RESULT = "NoResult"
+    OUT_OF_MEMORY = "OutOfMemory"
     # Dataset.
     INGESTING = "Ingesting"
     INGESTED = "Ingested"
@@ -100,6 +101,7 @@ REASONS: dict[Reason, str] = {
     Reason.INVALID_RESULT: "a pod reported a result the operator cannot use",
     Reason.JOB_FAILED: "a Job failed without a reason of its own",
     Reason.NO_RESULT: "a pod exited without writing its JSON result",
+    Reason.OUT_OF_MEMORY: "a pod was killed for going over its memory limit (OOMKilled)",
     Reason.INGESTING: "the ingest Job is running",
     Reason.INGESTED: "a validated version is available",
     Reason.INGEST_FAILED: "the ingest Job failed before any version existed",

@@ -283,6 +283,7 @@ DATASET = Kind(
         Reason.INVALID_RESULT,
         Reason.JOB_FAILED,
         Reason.NO_RESULT,
+        Reason.OUT_OF_MEMORY,
         Reason.INVALID_SPEC,
         Reason.RECONCILE_ERROR,
         Reason.STATUS_REJECTED,

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubeloop.api.conditions import Reason
 from kubeloop.contract import EXIT_DATA_ERROR, LABEL_JOB_NAME
 from kubeloop.controllers.cache import Cache
 from kubeloop.controllers.kube import Kube, Obj
@@ -74,12 +75,37 @@ def termination_message(pods: list[Obj]) -> str | None:
     return None
 
 
-def outcome(job: Obj, message: str | None) -> Outcome:
-    """The outcome of a Job from its conditions and its pod's termination message. Pure."""
+def memory_killed(pods: list[Obj]) -> str | None:
+    """The memory limit of the newest pod's container the kernel killed for going over it (reason
+    OOMKilled), "no limit" when it had none; None when no container was. Pure."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        containers = {c.get("name"): c for c in (pod.get("spec") or {}).get("containers") or []}
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            last = (status.get("lastState") or {}).get("terminated") or {}
+            if "OOMKilled" in (terminated.get("reason"), last.get("reason")):
+                limits = (containers.get(status.get("name")) or {}).get("resources", {}).get("limits") or {}
+                return str(limits.get("memory") or "no limit")
+        return None
+    return None
+
+
+def outcome(job: Obj, message: str | None, memory_limit_hit: str | None = None) -> Outcome:
+    """The outcome of a Job from its conditions and its pod's termination message (and the memory limit
+    its newest pod was killed at, if it was). Pure."""
     state, reason, message_ = job_state(job)
     if state == "Running":
         return Outcome(state, {}, "", "")
     result = parse_result(message)
+    if state == "Failed" and memory_limit_hit is not None and result.get("reason") in (None, "NoResult"):
+        # Killed by the kernel, the pod wrote no result: its log tail (FallbackToLogsOnError) says nothing.
+        return Outcome(
+            state,
+            {},
+            f"the pod was killed for using more memory than its limit ({memory_limit_hit}, OOMKilled); "
+            "raise resources.limits.memory",
+            Reason.OUT_OF_MEMORY,
+        )
     if state == "Failed":
         reason = str(result.get("reason") or reason or "JobFailed")
         message_ = str(result.get("message") or message_ or "the Job failed without a message")
@@ -98,10 +124,12 @@ def read_outcome(cache: Cache, kube: Kube, job: Obj) -> Outcome:
     if job_state(job)[0] == "Running":
         return Outcome("Running", {}, "", "")
     namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    message = termination_message(cache.job_pods(namespace, name))
+    pods = cache.job_pods(namespace, name)
+    message = termination_message(pods)
     if message is None:
-        message = termination_message(kube.list("v1", "Pod", namespace, {LABEL_JOB_NAME: name}))
-    return outcome(job, message)
+        pods = kube.list("v1", "Pod", namespace, {LABEL_JOB_NAME: name})
+        message = termination_message(pods)
+    return outcome(job, message, memory_killed(pods))
 
 
 @dataclass(frozen=True)
