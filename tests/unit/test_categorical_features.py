@@ -101,7 +101,7 @@ def test_an_unknown_category_policy_the_trainer_does_not_know_is_refused(tmp_pat
     from kubeloop.runtime import train
     from kubeloop.runtime.jobio import DataError
 
-    with pytest.raises(DataError, match="categorical.unknown must be ignore or error"):
+    with pytest.raises(DataError, match=r"categorical\.unknown must be ignore or error"):
         train.train(
             {
                 "namespace": "ns",
