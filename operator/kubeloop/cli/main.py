@@ -184,7 +184,8 @@ def run_predict(cluster: Cluster, ref: str, path: str, fmt: str | None) -> list[
     if not features or not inputs[0].get("name"):
         raise CliError(f"the model's metadata names no features or input: {json.dumps(metadata)[:300]}")
     try:
-        rows, left_out = parse_rows(text, fmt, features)
+        strings = {i.get("name") for i in inputs if i.get("datatype") == "BYTES"}
+        rows, left_out = parse_rows(text, fmt, features, strings)
     except RowsError as e:
         raise CliError(f"{path}: {e}") from None
     if left_out:
@@ -193,7 +194,7 @@ def run_predict(cluster: Cluster, ref: str, path: str, fmt: str | None) -> list[
             file=sys.stderr,
         )
     answer = cluster.service_proxy(
-        service, port, f"v2/models/{name}/infer", infer_request(rows, inputs[0]["name"])
+        service, port, f"v2/models/{name}/infer", infer_request(rows, inputs[0]["name"], inputs)
     )
     try:
         return answer_lines(answer, metadata.get("classes") or ())
