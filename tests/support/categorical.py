@@ -42,7 +42,9 @@ class Trained:
     x_test: pd.DataFrame
 
 
-def train_categorical(tmp: Path, unknown: str = "ignore", estimator: str = "LogisticRegression") -> Trained:
+def train_categorical(
+    tmp: Path, unknown: str = "ignore", estimator: str = "LogisticRegression", target: str = "label"
+) -> Trained:
     """Ingest ``frame()`` from a CSV and train on it with the runtime; fit the reference pipeline."""
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ def train_categorical(tmp: Path, unknown: str = "ignore", estimator: str = "Logi
             "storeURI": store,
             "source": {"configMapRef": {"name": "c", "key": "d.csv"}},
             "configMapPath": str(data),
-            "schema": {"target": "label"},
+            "schema": {"target": target},
         }
     )
     config = {
@@ -73,7 +75,8 @@ def train_categorical(tmp: Path, unknown: str = "ignore", estimator: str = "Logi
     assert isinstance(x, pd.DataFrame)
     from sklearn.model_selection import train_test_split
 
-    x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.2, random_state=42, stratify=y)
+    stratify = y if result["task"] == "classification" else None
+    x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.2, random_state=42, stratify=stratify)
     from kubeloop.runtime import estimators
 
     est = estimators.build(estimator, config["model"]["params"])  # type: ignore[index]

@@ -143,6 +143,28 @@ def test_the_served_graph_predicts_what_the_scikit_learn_pipeline_predicts(
     assert doc["predictions"] == labels
 
 
+def test_a_regression_on_categories_serves_the_pipelines_values(tmp_path: Path) -> None:
+    trained = train_categorical(tmp_path, "ignore", "GradientBoostingRegressor", target="a")
+    model = Model(trained.model_dir)
+    assert model.numeric == ["b"] and model.categorical == ["city", "size", "label"]
+    codec = Codec(model)
+    rows = trained.x_test
+    tensors = [
+        {
+            "name": n,
+            "datatype": "FP32" if n == "b" else "BYTES",
+            "shape": [len(rows)],
+            "data": rows[n].tolist(),
+        }
+        for n in ("label", "size", "b", "city")
+    ]
+    doc = answer(codec, orjson.dumps({"inputs": tensors}))
+    assert doc["outputs"][0]["name"] == "predictions"
+    np.testing.assert_allclose(
+        doc["outputs"][0]["data"], trained.pipeline.predict(rows), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_an_unseen_category_is_no_category_when_the_policy_is_ignore(ignoring: Trained) -> None:
     codec = Codec(Model(ignoring.model_dir))
     rows = ignoring.x_test.head(6).copy()

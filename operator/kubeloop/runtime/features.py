@@ -112,6 +112,14 @@ def signature(x: pd.DataFrame, categories: list[str], model: Any) -> list[dict[s
     ]
 
 
+def graph_inputs(described: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The card's ``inputSignature.inputs``: the graph's, one [rows, 1] column per feature."""
+    return [
+        {"name": f["name"], "type": "string" if f["type"] == "string" else "float32", "shape": [None, 1]}
+        for f in described
+    ]
+
+
 def encoded_names(model: Any) -> list[str]:
     """The columns the estimator sees (``city=Paris`` for a one-hot column), for feature importances."""
     names = model.named_steps["features"].get_feature_names_out()

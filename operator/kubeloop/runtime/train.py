@@ -500,14 +500,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "classes": classes,
             "inputSignature": {
                 "inputs": (
-                    [
-                        {
-                            "name": f["name"],
-                            "type": f["type"] + ("32" if f["type"] == "float" else ""),
-                            "shape": [None, 1],
-                        }
-                        for f in card_features
-                    ]
+                    encoding.graph_inputs(card_features)
                     if categories
                     else [{"name": "input", "type": "float32", "shape": [None, len(features)]}]
                 ),
