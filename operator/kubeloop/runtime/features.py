@@ -26,11 +26,11 @@ UNSEEN = "\x00kubeloop-unseen"
 
 
 def categorical(frame: pd.DataFrame, doc: dict[str, Any], features: list[str]) -> list[str]:
-    """The features the baseline counts by category and that are not bool (a bool is the number 0 or 1)."""
+    """The features the baseline counts by category whose values are not numbers (a bool is 0 or 1)."""
     return [
         f
         for f in features
-        if doc["features"].get(f, {}).get("kind") != "numeric" and not pd.api.types.is_bool_dtype(frame[f])
+        if doc["features"].get(f, {}).get("kind") != "numeric" and not pd.api.types.is_numeric_dtype(frame[f])
     ]
 
 
