@@ -92,7 +92,9 @@ def parser() -> argparse.ArgumentParser:
         help="send rows from a CSV or JSON file to a ModelDeployment, print one answer per row",
         description="Rows go through the API server's service proxy to the model's V2 infer endpoint. CSV: "
         "a header naming the features (other columns, such as the target, are left out) or no header and "
-        'the features in the model\'s order. JSON: a list of objects or of lists, or {"instances": [...]}.',
+        'the features in the model\'s order. JSON: a list of objects or of lists, or {"instances": [...]}. '
+        "A model with categorical features takes their values as text (sent as BYTES, one tensor per "
+        "feature); its CSV needs the header.",
     )
     predict.add_argument("deployment", metavar="MODELDEPLOYMENT")
     predict.add_argument(
