@@ -13,9 +13,11 @@ with Grafana's template variables filled in, goes through Prometheus's HTTP API.
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -274,20 +276,28 @@ def test_every_dashboard_query_returns_data(
         ), failed
 
         # ... and the canary's analysis, from Prometheus, against this test's own scrapes of its pods
+        def judged() -> Obj | None:
+            now = status(kubectl, "modeldeployment", "dash", namespace)["canary"]
+            checks = now.get("checks") or []
+            return now if checks and all(c["verdict"] != "inconclusive" for c in checks) else None
+
+        wait_for(judged, 120, "the canary's checks from Prometheus to have enough requests", interval=3)
+        time.sleep(6)  # one more round of the test's own scrapes after the operator's last look
         direct.stop()
         live = status(kubectl, "modeldeployment", "dash", namespace)["canary"]
         from_prom = {c["name"]: c for c in live["checks"]}
-        mine = {c.name: c for c in direct.checks()}
-        print("the canary's status:", json.dumps(live), "scraped by the test:", mine)
+        # the test's window at the moment the operator last computed its checks
+        at, checks = direct.checks_at(canary.parse_time(live["lastCheckTime"]))
+        mine = {c.name: c for c in checks}
+        print("the canary's status:", json.dumps(live), f"scraped by the test at {at}:", mine)
         assert set(from_prom) == set(mine) == {"errorRate", "latencyP99", "predictionDistance"}
         for name, check in mine.items():
             assert from_prom[name]["verdict"] == check.verdict == "pass", (name, from_prom[name], check)
-            # the two windows start and end a few seconds apart; the same requests otherwise
-            assert abs(from_prom[name]["samples"] - check.samples) <= 0.35 * check.samples, (
-                name,
-                from_prom,
-                check,
-            )
+            # The same requests but for the ends: read from Prometheus the window starts up to one step
+            # (canary.SCRAPE_SECONDS) late and ends up to one scrape interval (5 s here) early.
+            lasted = (at - canary.parse_time(live["windowStartTime"])).total_seconds()
+            slack = check.samples / max(lasted, 1.0) * (canary.SCRAPE_SECONDS + 5) + 20
+            assert abs(check.samples - from_prom[name]["samples"]) <= slack, (name, from_prom, check, slack)
     finally:
         direct.stop()
         stop_load(kubectl, namespace, load)
@@ -301,7 +311,7 @@ class DirectWindow:
         self.kubectl, self.namespace = kubectl, namespace
         self.shas = {CANARY: canary_sha, STABLE: stable_sha}
         self.memory: dict[str, Any] = {}
-        self.state: canary.WindowState | None = None
+        self.history: list[tuple[datetime.datetime, list[Any]]] = []  # (when, the checks then)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -325,19 +335,22 @@ class DirectWindow:
                     "json",
                 ).stdout
             )["items"]
-            self.state = canary.observe_window(
+            state = canary.observe_window(
                 self.memory,
                 key,
                 window_start,
                 canary.server_pods(pods, CANARY, self.shas[CANARY]),
                 canary.server_pods(pods, STABLE, self.shas[STABLE]),
             )
+            checks = canary.run_checks(Analysis.model_validate(ANALYSIS), state)
+            self.history.append((datetime.datetime.now(datetime.UTC), checks))
 
     def stop(self) -> None:
         self.done.set()
         if self.thread.is_alive():
             self.thread.join(timeout=30)
 
-    def checks(self) -> list[Any]:
-        assert self.state is not None, "the test's own scrapes saw no pod"
-        return canary.run_checks(Analysis.model_validate(ANALYSIS), self.state)
+    def checks_at(self, moment: datetime.datetime) -> tuple[datetime.datetime, list[Any]]:
+        """The checks of the round nearest ``moment``."""
+        assert self.history, "the test's own scrapes saw no pod"
+        return min(self.history, key=lambda h: abs((h[0] - moment).total_seconds()))

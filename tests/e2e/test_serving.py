@@ -6,9 +6,13 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 
+from kubeloop.runtime.serve.model import Model
 from support.e2e import (
     Kubectl,
     Obj,
@@ -25,6 +29,7 @@ from support.e2e import (
     wait_condition,
     wait_for,
 )
+from support.kubectl_plugin import plugin
 
 # A load generator: V2 requests in a loop, each on a new connection through the Service, counting every
 # answer that is not a 200 and every connection error. It runs until it has seen a second model version
@@ -135,6 +140,45 @@ def test_a_wrong_sha256_never_becomes_ready_and_says_why(
     assert ready["status"] == "False" and ready["reason"] == "ChecksumMismatch", ready
     served = status(kubectl, "modeldeployment", "mixup", namespace)
     assert "model" not in served and served.get("readyReplicas", 0) == 0, served
+
+
+def test_kubectl_kubeloop_predict_answers_rows_of_a_csv_through_the_service_proxy(
+    kubectl: Kubectl, namespace: str, two_models: list[Obj], tmp_path: Path
+) -> None:
+    """`kubectl kubeloop predict` as a user runs it against a served model: the API server's service proxy
+    reaches the inference pod (past its NetworkPolicy), and every row gets the label the model file gives
+    in-process."""
+    model = two_models[0]
+    apply(kubectl, namespace, model_deployment("plugin", model))
+    wait_condition(kubectl, "modeldeployment", "plugin", namespace, "Ready", timeout=240)
+    x, _ = load_iris(return_X_y=True)
+    rows = x[::15].astype(np.float32)  # 10 rows, every class
+    features = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+    csv = tmp_path / "rows.csv"
+    csv.write_text(",".join(features) + "\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows))
+
+    # kube-router admits the API server's connections to a new pod once it has added the pod: retry
+    answered = wait_for(
+        lambda: (lambda r: r if r.returncode == 0 else None)(
+            plugin("predict", "plugin", "-f", str(csv), "-n", namespace)
+        ),
+        60,
+        "kubectl kubeloop predict to answer",
+        interval=3,
+    )
+    lines = answered.stdout.splitlines()
+    served = Model(Path(model["uri"].removeprefix("file://")), expected_sha256=model["sha256"])
+    expected = [served.card.classes[i] for i in served.predict(rows).labels]
+    assert [line.split("\t")[0] for line in lines] == [str(c) for c in expected], answered.stdout
+    assert all("=" in line.split("\t")[1] for line in lines), answered.stdout  # each class's probability
+
+    # a column the model does not know is left out, and said so; a missing feature is an error
+    csv.write_text("id," + ",".join(features) + "\n" + "7," + ",".join(str(v) for v in rows[0]) + "\n")
+    extra = plugin("predict", "plugin", "-f", str(csv), "-n", namespace)
+    assert extra.returncode == 0 and "left out: id" in extra.stderr, (extra.stdout, extra.stderr)
+    csv.write_text(",".join(features[:3]) + "\n" + ",".join(str(v) for v in rows[0][:3]) + "\n")
+    missing = plugin("predict", "plugin", "-f", str(csv), "-n", namespace)
+    assert missing.returncode == 1 and features[3] in missing.stderr, (missing.stdout, missing.stderr)
 
 
 def test_a_model_change_drops_no_request(

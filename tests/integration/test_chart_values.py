@@ -33,6 +33,7 @@ WRONG = [
     ("monitoring.rules.enabled=yes", ["/monitoring/rules/enabled", "boolean"]),
     ("monitoring.dashboard.namespace=Grafana", ["/monitoring/dashboard/namespace", "'Grafana'"]),
     ("watchNamespaces={Team_A}", ["/watchNamespaces/0", "'Team_A'"]),
+    ("operator.allowedTrainingImages={/abs}", ["/operator/allowedTrainingImages/0", "'/abs'"]),
 ]
 
 # Every knob set to a valid value other than its default: a schema too strict to take them fails here.
@@ -48,6 +49,7 @@ GOOD: dict[str, Any] = {
         "storeURI": "s3://models/kubeloop",
         "storeSecret": "store-credentials",
         "allowedEstimators": ["LogisticRegression", "RandomForestClassifier"],
+        "allowedTrainingImages": ["registry.local:5000/team-a/", "registry.local:5000/shared/trainer"],
         "resyncSeconds": 120.5,
         "successfulJobsHistoryLimit": 0,
         "failedJobsHistoryLimit": 5,

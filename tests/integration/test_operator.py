@@ -82,6 +82,19 @@ def test_estimator_outside_the_allow_list_fails_without_a_job(
     assert names(kubectl, namespace, "jobs", "kubeloop.io/trainingjob=evil") == []
 
 
+def test_a_custom_training_image_is_refused_by_default_without_a_job(
+    operator: Any, kubectl: Any, namespace: str
+) -> None:
+    """spec.image runs with the store's credentials, so it is off unless the operator's admin allows it."""
+    spec = {"datasetRef": {"name": "d"}, "model": {"estimator": "LogisticRegression"}}
+    apply(kubectl, namespace, "TrainingJob", "custom", {**spec, "image": "registry.example.com/me/steal:1"})
+    failed = wait_for(lambda: condition(kubectl, namespace, "trainingjob", "custom", "Failed"), what="Failed")
+    assert failed["status"] == "True" and failed["reason"] == "ImageNotAllowed", failed
+    assert "'registry.example.com/me/steal:1' is not allowed" in failed["message"], failed
+    assert "operator.allowedTrainingImages" in failed["message"], failed
+    assert names(kubectl, namespace, "jobs", "kubeloop.io/trainingjob=custom") == []
+
+
 def test_children_are_owned_recreated_and_collected(operator: Any, kubectl: Any, namespace: str) -> None:
     apply(kubectl, namespace, "ModelDeployment", "iris", {"model": {"uri": "s3://b/models/x", "sha256": SHA}})
     deployment = wait_for(lambda: get(kubectl, namespace, "deployment", "iris"), what="the Deployment")

@@ -220,3 +220,18 @@ def test_prometheus_without_series_of_the_pods_gives_no_rounds(prometheus: str, 
         )
         == []
     )
+
+
+def test_a_canary_window_waits_for_the_pods_prometheus_has_not_scraped(
+    prometheus: str, servers: dict[str, Server]
+) -> None:
+    """The canary's window starts only once Prometheus holds a sample of every pod: requests a new pod
+    answered before its first scrape would otherwise be lost to the window (the fixture waits until
+    Prometheus scrapes both servers)."""
+    scraped = [{"metadata": {"name": pod, "uid": f"uid-{pod}"}} for pod in servers]
+    new = {"metadata": {"name": "lr-7d9-new", "uid": "uid-new"}}
+    now = datetime.datetime.now(datetime.UTC)
+    assert metricsource.unscraped(prometheus, NAMESPACE, [*scraped, new], now) == ["lr-7d9-new"]
+    assert metricsource.unscraped(prometheus, NAMESPACE, scraped, now) == []
+    with pytest.raises(metricsource.SourceError, match="cannot be reached"):
+        metricsource.unscraped("http://127.0.0.1:1", NAMESPACE, scraped, now)

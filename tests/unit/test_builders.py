@@ -19,7 +19,7 @@ from kubeloop.builders.serving import (
     disruption_budget,
     service,
 )
-from kubeloop.builders.settings import Settings, SettingsError
+from kubeloop.builders.settings import Settings, SettingsError, image_allowed
 from kubeloop.builders.training import gate_config, training_job, trial_job_name
 from kubeloop.contract import child_name
 
@@ -279,6 +279,34 @@ def test_child_names_are_deterministic_and_short() -> None:
 def test_settings_errors_name_the_variable(env: dict[str, str], error: str) -> None:
     with pytest.raises(SettingsError, match=error):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed", "expected"),
+    [
+        ("registry.example.com/team/trainer:2", (), False),  # custom images are off by default
+        ("registry.example.com/team/trainer:2", ("registry.example.com/team/",), True),
+        ("registry.example.com/team/a/b@sha256:" + "0" * 64, ("registry.example.com/team/",), True),
+        ("registry.example.com/team-evil/x:1", ("registry.example.com/team/",), False),
+        ("registry.example.com/team/", ("registry.example.com/team/",), False),
+        ("registry.example.com/team/trainer", ("registry.example.com/team/trainer",), True),
+        ("registry.example.com/team/trainer:2", ("registry.example.com/team/trainer",), True),
+        ("r.io/team/trainer@sha256:" + "0" * 64, ("r.io/team/trainer",), True),
+        ("registry.example.com/team/trainer-evil:2", ("registry.example.com/team/trainer",), False),
+        ("registry.example.com/team/trainer/sub:2", ("registry.example.com/team/trainer",), False),
+        ("other.io/trainer:1", ("registry.example.com/team/", "other.io/trainer"), True),
+    ],
+)
+def test_image_allowed(image: str, allowed: tuple[str, ...], expected: bool) -> None:
+    assert image_allowed(image, allowed) is expected
+
+
+def test_allowed_training_images_from_env() -> None:
+    settings = Settings.from_env({"KUBELOOP_ALLOWED_TRAINING_IMAGES": "r.io/team/, r.io/shared/trainer"})
+    assert settings.allowed_training_images == ("r.io/team/", "r.io/shared/trainer")
+    assert Settings.from_env({}).allowed_training_images == ()
+    with pytest.raises(SettingsError, match="KUBELOOP_ALLOWED_TRAINING_IMAGES"):
+        Settings.from_env({"KUBELOOP_ALLOWED_TRAINING_IMAGES": "/abs"})
 
 
 def test_settings_from_env() -> None:

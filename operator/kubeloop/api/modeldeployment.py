@@ -311,10 +311,13 @@ class CanaryStatus(KubeloopModel):
     step_start_time: Timestamp
     """stepStartTime is when the step began."""
     window_start_time: Timestamp | None = None
-    """windowStartTime is when the analysis window began (every canary pod ready; again after an operator
-    restart, since the window's counters live in the operator's memory)."""
+    """windowStartTime is when the analysis window began: every canary pod ready (and, with a Prometheus
+    source, scraped once); again after an operator restart when the operator scrapes the pods itself, since
+    the window's counters then live in its memory."""
     checks: Annotated[list[Check], Field(max_length=4)] | None = None
     """checks of the analysis over the window so far."""
+    last_check_time: Timestamp | None = None
+    """lastCheckTime is when the checks were last computed: the window's end so far."""
     message: Message | None = None
     """message: what the rollout waits for."""
 

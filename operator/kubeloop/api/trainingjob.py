@@ -229,7 +229,10 @@ class TrainingJobSpec(KubeloopModel):
     """activeDeadlineSeconds bounds the run time of each training Job."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")] | None = None
     """image overrides the trainer image with custom code that follows the runtime contract (config in
-    KUBELOOP_CONFIG, result in /dev/termination-log)."""
+    KUBELOOP_CONFIG, result in /dev/termination-log). Off unless the operator's admin allows the image's
+    repository or prefix (Helm value operator.allowedTrainingImages); otherwise the run fails with reason
+    ImageNotAllowed. An allowed image runs with the store's credentials, as the trainer does: it is trusted
+    code."""
 
 
 class InputColumn(KubeloopModel):
@@ -340,6 +343,7 @@ TRAINING_JOB = Kind(
         Reason.WAITING_FOR_DATASET,
         Reason.DATASET_VERSION_NOT_FOUND,
         Reason.ESTIMATOR_NOT_ALLOWED,
+        Reason.IMAGE_NOT_ALLOWED,
         Reason.INVALID_SEARCH,
         Reason.TRAINING,
         Reason.TRAINED,

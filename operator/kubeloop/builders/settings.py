@@ -7,7 +7,7 @@ they stay pure and the tests can pass any configuration.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,6 +67,9 @@ class Settings:
     # A Secret in the object's namespace whose keys become env vars of the pods (AWS_ACCESS_KEY_ID, ...).
     store_secret: str | None = None
     allowed_estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
+    # Where a TrainingJob's spec.image may come from (see image_allowed); empty: custom images are off. Such
+    # an image runs with the store's credentials and mount like the trainer, so it is trusted code.
+    allowed_training_images: tuple[str, ...] = ()
     # The safety resync: how often every object is reconciled again from memory although no event came (the
     # reconcile is event-driven; this only nets a missed trigger), in seconds.
     resync_seconds: float = 600.0
@@ -93,6 +96,14 @@ class Settings:
                 f"KUBELOOP_STORE_URI={store_uri!r}: use s3://bucket/prefix, file:///path or pvc://claim/path"
             )
         estimators = env.get("KUBELOOP_ALLOWED_ESTIMATORS", "")
+        listed = env.get("KUBELOOP_ALLOWED_TRAINING_IMAGES", "").split(",")
+        images = tuple(i.strip() for i in listed if i.strip())
+        for prefix in images:
+            if any(c.isspace() for c in prefix) or prefix.startswith(("/", ":", "@")):
+                raise SettingsError(
+                    f"KUBELOOP_ALLOWED_TRAINING_IMAGES: {prefix!r} is not an image repository or prefix "
+                    "(registry.example.com/team/ or registry.example.com/team/trainer)"
+                )
         try:
             resync = float(env.get("KUBELOOP_RESYNC_SECONDS", default.resync_seconds))
         except ValueError:
@@ -105,12 +116,30 @@ class Settings:
             store_secret=env.get("KUBELOOP_STORE_SECRET") or None,
             allowed_estimators=tuple(e.strip() for e in estimators.split(",") if e.strip())
             or DEFAULT_ESTIMATORS,
+            allowed_training_images=images,
             resync_seconds=max(resync, 1.0),
             operator_peer=network_peer(env, "KUBELOOP_OPERATOR_PEER"),
             metrics_scraper_peer=network_peer(env, "KUBELOOP_METRICS_SCRAPER_PEER"),
             successful_jobs_history_limit=history_limit(env, "KUBELOOP_SUCCESSFUL_JOBS_HISTORY_LIMIT", 3),
             failed_jobs_history_limit=history_limit(env, "KUBELOOP_FAILED_JOBS_HISTORY_LIMIT", 1),
         )
+
+
+def image_allowed(image: str, allowed: Sequence[str]) -> bool:
+    """Whether ``image`` is from one of the ``allowed`` places. Pure.
+
+    An entry ending in ``/`` is a prefix of repositories (``registry.example.com/team/`` allows everything
+    under it); any other entry is one repository, which the image must name exactly before its tag or digest
+    (``registry.example.com/team/trainer`` allows ``...trainer:2`` and ``...trainer@sha256:...`` but not
+    ``...trainer-evil``). Nothing is allowed when the list is empty.
+    """
+    for entry in allowed:
+        if entry.endswith("/"):
+            if image.startswith(entry) and len(image) > len(entry):
+                return True
+        elif image == entry or image.startswith((f"{entry}:", f"{entry}@")):
+            return True
+    return False
 
 
 def network_peer(env: Mapping[str, str], variable: str) -> dict[str, Any] | None:

@@ -79,6 +79,49 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def unscraped(url: str, namespace: str, pods: Sequence[Obj], at: datetime.datetime) -> list[str]:
+    """The names of ``pods`` of which Prometheus holds no sample yet at ``at``.
+
+    A canary's window from Prometheus starts only once every pod has one: the window counts from each pod's
+    first round in it, so the requests a new pod answered before Prometheus first scraped it would be lost
+    (Prometheus finds a new pod within seconds, and a NetworkPolicy enforcer may admit it later still).
+    Raises ``SourceError`` as ``prometheus_scrapes`` does.
+    """
+    if not pods:
+        return []
+    names = [p["metadata"]["name"] for p in pods]
+    query = f"count by (pod) ({selector(namespace, names)})"
+    result = _query(url, query, at)
+    if not isinstance(result, dict) or result.get("status") != "success":
+        raise SourceError(f"Prometheus at {url} did not answer a successful query")
+    seen = {
+        str(entry.get("metric", {}).get("pod"))
+        for entry in (result.get("data") or {}).get("result") or []
+        if isinstance(entry, dict)
+    }
+    return [n for n in names if n not in seen]
+
+
+def _query(url: str, query: str, at: datetime.datetime) -> Any:
+    """The JSON answer of an instant query at ``at`` (``SourceError`` when Prometheus fails)."""
+    params = urllib.parse.urlencode({"query": query, "time": f"{at.timestamp():.3f}"})
+    endpoint = f"{url.rstrip('/')}/api/v1/query?{params}"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=QUERY_TIMEOUT) as answer:
+            body = answer.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as error:
+        # Prometheus explains a bad query in its JSON body; anything else is told by its status alone.
+        raise SourceError(f"Prometheus at {url} answered {error.code}: {_error_of(error)}") from None
+    except (OSError, ValueError) as error:
+        raise SourceError(f"Prometheus at {url} cannot be reached: {error}"[:300]) from None
+    if len(body) > MAX_ANSWER_BYTES:
+        raise SourceError(f"Prometheus at {url} answered more than {MAX_ANSWER_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise SourceError(f"Prometheus at {url}: {error}"[:300]) from None
+
+
 def prometheus_scrapes(
     url: str,
     namespace: str,
@@ -98,20 +141,9 @@ def prometheus_scrapes(
     seconds = max(math.ceil((until - since).total_seconds()), 1)
     step_s = max(int(step), 1)
     query = f"{selector(namespace, list(by_name))}[{seconds}s:{step_s}s]"
-    params = urllib.parse.urlencode({"query": query, "time": f"{until.timestamp():.3f}"})
-    endpoint = f"{url.rstrip('/')}/api/v1/query?{params}"
+    answer = _query(url, query, until)
     try:
-        with urllib.request.urlopen(endpoint, timeout=QUERY_TIMEOUT) as answer:
-            body = answer.read(MAX_ANSWER_BYTES + 1)
-    except urllib.error.HTTPError as error:
-        # Prometheus explains a bad query in its JSON body; anything else is told by its status alone.
-        raise SourceError(f"Prometheus at {url} answered {error.code}: {_error_of(error)}") from None
-    except (OSError, ValueError) as error:
-        raise SourceError(f"Prometheus at {url} cannot be reached: {error}"[:300]) from None
-    if len(body) > MAX_ANSWER_BYTES:
-        raise SourceError(f"Prometheus at {url} answered more than {MAX_ANSWER_BYTES} bytes")
-    try:
-        by_pod = analysis.samples_from_prometheus(json.loads(body))
+        by_pod = analysis.samples_from_prometheus(answer)
     except ValueError as error:
         raise SourceError(f"Prometheus at {url}: {error}"[:300]) from None
     rounds: dict[float, dict[str, tuple[analysis.Sample, str]]] = {}

@@ -439,15 +439,23 @@ def canary_step(
     step_start = canary.parse_time(current["stepStartTime"])
     window_start = canary.parse_time(current["windowStartTime"]) if current.get("windowStartTime") else None
     checks: list[analysis.Check] = []
+    given = rollout.analysis.source if rollout.analysis is not None else None
+    source = given.prometheus_url if given is not None else None
+    waiting_note = ""
     if failure is not None:
         decision = canary.StepDecision("rollback", failure[0], f"the canary cannot serve: {failure[1]}")
     else:
         if current["phase"] == "Starting" and ready:
-            current = {**current, "phase": "Analysing"}
-            window_start = now
+            missing = unscraped_by_prometheus(ctx, source, pods, sha, serving["sha256"], now)
+            if missing:
+                waiting_note = (
+                    f"; waiting for Prometheus at {source} to scrape {', '.join(sorted(missing))} "
+                    "(the window counts from each pod's first sample)"
+                )
+            else:
+                current = {**current, "phase": "Analysing"}
+                window_start = now
         if current["phase"] == "Analysing" and window_start is not None:
-            given = rollout.analysis.source if rollout.analysis is not None else None
-            source = given.prometheus_url if given is not None else None
             key = (sha, step, canary.format_time(window_start))
             known = ctx.memory.get("window")
             if source is None and (not isinstance(known, canary.WindowState) or known.key != key):
@@ -473,6 +481,7 @@ def canary_step(
                 "windowStartTime": canary.format_time(window_start),
                 "observedWeight": canary.observed_weight(state),
                 "checks": [canary.check_status(c) for c in checks] or None,
+                "lastCheckTime": canary.format_time(now),
             }
         order = canary.manual(ctx.body["metadata"].get("annotations") or {}, sha)
         decision = canary.decide_step(
@@ -482,7 +491,7 @@ def canary_step(
     if current.get("observedWeight") is not None:
         said += f" (observed {current['observedWeight']}% of requests)"
     if decision.action == "wait":
-        ready_note = "" if ready else f", {ready_count} of {current['replicas']} canary pods ready"
+        ready_note = waiting_note if ready else f", {ready_count} of {current['replicas']} canary pods ready"
         fields["canary"] = {**current, "message": f"{decision.message}{ready_note}"[:1024]}
         progressing = (
             "True",
@@ -568,6 +577,25 @@ def finish_promotion(ctx: Context, stable_model: Model, stable_ready: bool, fiel
         Reason.PROMOTED,
         f"model {current['sha256'][:12]} promoted; every replica serves it",
     )
+
+
+def unscraped_by_prometheus(
+    ctx: Context,
+    source: str | None,
+    pods: list[Obj],
+    canary_sha: str,
+    stable_sha: str,
+    now: datetime.datetime,
+) -> list[str]:
+    """The serving pods of both tracks Prometheus has not scraped yet; none without Prometheus, or when it
+    fails (the window then starts and its checks say the error, inconclusive)."""
+    if source is None:
+        return []
+    serving = [*canary.server_pods(pods, CANARY, canary_sha), *canary.server_pods(pods, STABLE, stable_sha)]
+    try:
+        return metricsource.unscraped(source, ctx.namespace, serving, now)
+    except metricsource.SourceError:
+        return []
 
 
 def new_step(model: Model, step: int, weight: int, stable_count: int, now: datetime.datetime) -> Obj:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from kubeloop.api import TRAINING_JOB
 from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.trainingjob import Gate, TrainedModel, TrainingJobSpec
-from kubeloop.builders.settings import Settings
+from kubeloop.builders.settings import Settings, image_allowed
 from kubeloop.builders.training import training_job, trial_job_name
 from kubeloop.contract import gate as contract_gate
 from kubeloop.contract import no_worse_bounds
@@ -209,6 +209,20 @@ def decide(
             Reason.ESTIMATOR_NOT_ALLOWED,
             f"estimator {spec.model.estimator!r} is not in the operator's allow-list; use one of "
             f"{', '.join(settings.allowed_estimators)} (or ask the operator's admin to allow it)",
+            status,
+        )
+    if spec.image is not None and not image_allowed(spec.image, settings.allowed_training_images):
+        allowed = settings.allowed_training_images
+        raise _failure(
+            Reason.IMAGE_NOT_ALLOWED,
+            f"custom image {spec.image!r} is not allowed: "
+            + (
+                f"the operator allows images from {', '.join(allowed)} only"
+                if allowed
+                else "the operator allows no custom training image"
+            )
+            + "; remove spec.image to use the built-in trainer, or ask the operator's admin to allow it "
+            "(Helm value operator.allowedTrainingImages)",
             status,
         )
     try:
