@@ -66,6 +66,11 @@ INVALID = [
     ("TrainingJob", merged(TRAINING, split={"testFraction": 1}), ["spec.split.testFraction"]),
     (
         "TrainingJob",
+        merged(TRAINING, categorical={"unknown": "guess"}),
+        ["spec.categorical.unknown", "Unsupported value", '"ignore", "error"'],
+    ),
+    (
+        "TrainingJob",
         merged(TRAINING, search=merged(SEARCH, maxTrials=2, parallelism=3)),
         ["spec.search", "parallelism must not exceed maxTrials"],
     ),
@@ -229,6 +234,15 @@ def test_defaults_are_applied_by_the_api_server(kubectl: Any, namespace: str) ->
     stored = yaml.safe_load(kubectl("get", "trainingjob", "sample", "-n", namespace, "-o", "yaml").stdout)
     assert stored["spec"]["split"] == {"testFraction": 0.2, "seed": 42, "stratify": True}
     assert stored["spec"]["backoffLimit"] == 2
+
+
+def test_unknown_categories_are_ignored_unless_the_spec_says_error(kubectl: Any, namespace: str) -> None:
+    text = manifest("TrainingJob", merged(TRAINING, categorical={}), name="categorical")
+    kubectl("apply", "-n", namespace, "-f", "-", input=text)
+    stored = yaml.safe_load(
+        kubectl("get", "trainingjob", "categorical", "-n", namespace, "-o", "yaml").stdout
+    )
+    assert stored["spec"]["categorical"] == {"unknown": "ignore"}
 
 
 @pytest.mark.parametrize(

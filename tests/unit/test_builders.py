@@ -181,6 +181,22 @@ def test_training_job(
     assert job["spec"]["template"]["metadata"]["labels"]["kubeloop.io/trial"] == str(trial)
 
 
+def test_training_job_passes_the_unknown_category_policy_to_the_trainer() -> None:
+    spec = TrainingJobSpec.model_validate({**TRAIN, "categorical": {"unknown": "error"}})
+    dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
+    job = training_job(
+        name="t",
+        namespace="ml",
+        spec=spec,
+        generation=1,
+        trial=0,
+        params={},
+        dataset=dataset,
+        settings=SETTINGS,
+    )
+    assert config_of(job["spec"]["template"]["spec"]["containers"][0])["categorical"] == {"unknown": "error"}
+
+
 @pytest.mark.parametrize(
     ("extra", "replicas", "strategy", "hpa"),
     [

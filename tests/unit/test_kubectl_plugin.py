@@ -230,6 +230,23 @@ def test_the_request_is_one_v2_tensor_of_rows_by_features() -> None:
     }
 
 
+def test_a_model_with_categorical_features_gets_one_tensor_per_input() -> None:
+    inputs = [
+        {"name": "a", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "city", "datatype": "BYTES", "shape": [-1, 1]},
+    ]
+    rows, left_out = parse_rows("city,label,a\nParis,yes,1.5\nLyon,no,-2\n", "csv", ["a", "city"], {"city"})
+    assert rows == [[1.5, "Paris"], [-2.0, "Lyon"]] and left_out == ["label"]
+    assert infer_request(rows, "a", inputs) == {
+        "inputs": [
+            {"name": "a", "shape": [2, 1], "datatype": "FP32", "data": [1.5, -2.0]},
+            {"name": "city", "shape": [2, 1], "datatype": "BYTES", "data": ["Paris", "Lyon"]},
+        ]
+    }
+    with pytest.raises(RowsError, match="row 1, column 'city': 3 is not a string"):
+        parse_rows('[{"a": 1, "city": 3}]', "json", ["a", "city"], {"city"})
+
+
 def test_answers_are_one_line_per_row() -> None:
     classified = {
         "outputs": [

@@ -59,6 +59,20 @@ class Split(KubeloopModel):
     """stratify keeps class proportions in both sets (classification only)."""
 
 
+class Categorical(KubeloopModel):
+    """How categorical (string) features are encoded: one-hot, inside the exported ONNX graph.
+
+    Every feature the Dataset's baseline counts by category (types category and string) becomes a string
+    input of the model, one-hot encoded by the graph itself, so clients send the raw values (V2 BYTES
+    tensors, one per feature); numeric and bool features become float inputs of one column each. A missing
+    value is the empty string, a category of its own.
+    """
+
+    unknown: Literal["ignore", "error"] = "ignore"
+    """unknown says what the model does with a category training never saw: ignore encodes it as no
+    category at all (all zeros), error refuses the request (HTTP 400 naming the feature and the value)."""
+
+
 class SearchParameter(KubeloopModel):
     """One searched hyperparameter: a list of values, or a range (random search only)."""
 
@@ -200,6 +214,8 @@ class TrainingJobSpec(KubeloopModel):
     """features to use; every column but the target when absent."""
     split: Split | None = None
     """split of rows into training and test sets."""
+    categorical: Categorical | None = None
+    """categorical sets how categorical features are encoded (unknown categories: ignore when absent)."""
     search: Search | None = None
     """search runs a hyperparameter search instead of one fit."""
     gate: Gate | None = None
@@ -225,7 +241,7 @@ class InputColumn(KubeloopModel):
     name: ColumnName
     """name of the feature."""
     type: Annotated[str, Field(max_length=64)]
-    """type of the feature (float, int, string, ...)."""
+    """type of the input: float (sent as FP32) or string (a categorical feature, sent as BYTES)."""
 
 
 class TrainedModel(KubeloopModel):

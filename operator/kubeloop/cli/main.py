@@ -92,7 +92,9 @@ def parser() -> argparse.ArgumentParser:
         help="send rows from a CSV or JSON file to a ModelDeployment, print one answer per row",
         description="Rows go through the API server's service proxy to the model's V2 infer endpoint. CSV: "
         "a header naming the features (other columns, such as the target, are left out) or no header and "
-        'the features in the model\'s order. JSON: a list of objects or of lists, or {"instances": [...]}.',
+        'the features in the model\'s order. JSON: a list of objects or of lists, or {"instances": [...]}. '
+        "A model with categorical features takes their values as text (sent as BYTES, one tensor per "
+        "feature); its CSV needs the header.",
     )
     predict.add_argument("deployment", metavar="MODELDEPLOYMENT")
     predict.add_argument(
@@ -184,7 +186,8 @@ def run_predict(cluster: Cluster, ref: str, path: str, fmt: str | None) -> list[
     if not features or not inputs[0].get("name"):
         raise CliError(f"the model's metadata names no features or input: {json.dumps(metadata)[:300]}")
     try:
-        rows, left_out = parse_rows(text, fmt, features)
+        strings = {i.get("name") for i in inputs if i.get("datatype") == "BYTES"}
+        rows, left_out = parse_rows(text, fmt, features, strings)
     except RowsError as e:
         raise CliError(f"{path}: {e}") from None
     if left_out:
@@ -193,7 +196,7 @@ def run_predict(cluster: Cluster, ref: str, path: str, fmt: str | None) -> list[
             file=sys.stderr,
         )
     answer = cluster.service_proxy(
-        service, port, f"v2/models/{name}/infer", infer_request(rows, inputs[0]["name"])
+        service, port, f"v2/models/{name}/infer", infer_request(rows, inputs[0]["name"], inputs)
     )
     try:
         return answer_lines(answer, metadata.get("classes") or ())

@@ -28,6 +28,7 @@ import pandas as pd
 
 from kubeloop import contract
 from kubeloop.runtime import estimators, jobio, report, snapshot
+from kubeloop.runtime import features as encoding
 from kubeloop.runtime.jobio import DataError
 from kubeloop.runtime.store import Store, StoreError, join, open_store, sha256_file
 
@@ -100,7 +101,9 @@ def _resolve_version(store: Store, namespace: str, name: str, version: str) -> s
 
 def prepare(
     frame: pd.DataFrame, doc: dict[str, Any], config: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+) -> tuple[np.ndarray | pd.DataFrame, np.ndarray, list[str], str]:
+    """Rows, labels, feature names and target. The rows are a float32 matrix when every feature is numeric
+    (or bool), else a DataFrame of float32 and string columns for the encoding pipeline (features.py)."""
     target = config.get("target") or doc.get("targetName")
     if not target or target not in frame.columns:
         raise DataError(
@@ -116,20 +119,14 @@ def prepare(
             f"features {missing or [target]} are not usable feature columns; "
             f"columns are {list(frame.columns)}",
         )
-    non_numeric = [
-        f
-        for f in features
-        if doc["features"].get(f, {}).get("kind") != "numeric" and not pd.api.types.is_bool_dtype(frame[f])
-    ]
-    if non_numeric:
-        raise DataError(
-            "UnsupportedFeature",
-            f"features {non_numeric} are categorical; this trainer takes "
-            "numeric and bool features: leave them out of features",
-        )
+    categories = encoding.categorical(frame, doc, features)
     frame = frame[frame[target].notna()]  # an unlabelled row cannot be trained on or scored
     # float32 before fitting: ONNX runs in float32, so both models see exactly the same inputs.
-    x = frame[features].astype("float64").to_numpy().astype(np.float32)
+    x: np.ndarray | pd.DataFrame = (
+        encoding.table(frame, features, categories)
+        if categories
+        else frame[features].astype("float64").to_numpy().astype(np.float32)
+    )
     y_series = frame[target]
     if pd.api.types.is_integer_dtype(y_series) or pd.api.types.is_bool_dtype(y_series):
         y = y_series.astype("int64").to_numpy()
@@ -204,7 +201,8 @@ def gate(metrics: dict[str, float], config: dict[str, Any]) -> tuple[bool, list[
 # ---------------------------------------------------------------------------------------- onnx + parity
 
 
-def export_onnx(model: Any, n_features: int, task: str) -> bytes:
+def export_onnx(model: Any, n_features: int, task: str, inputs: list[tuple[str, Any]] | None = None) -> bytes:
+    """One graph; its input is one float matrix ``input``, or ``inputs`` (one per raw column, features.py)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -212,7 +210,7 @@ def export_onnx(model: Any, n_features: int, task: str) -> bytes:
     # A fixed graph name: skl2onnx otherwise picks a random one, and the same model must give the same sha256.
     onx = convert_sklearn(
         model,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
+        initial_types=inputs or [("input", FloatTensorType([None, n_features]))],
         options=options,
         name="kubeloop",
     )
@@ -224,13 +222,14 @@ def _final(model: Any) -> Any:
 
 
 def parity(
-    task: str, model: Any, onnx_bytes: bytes, x: np.ndarray, tolerances: dict[str, Any]
+    task: str, model: Any, onnx_bytes: bytes, x: np.ndarray | pd.DataFrame, tolerances: dict[str, Any]
 ) -> dict[str, Any]:
     """The ONNX model must agree with scikit-learn on the held-out rows, or the run fails saying where."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"input": x})
+    feed = encoding.feed(x, encoding.categories_of(x)) if isinstance(x, pd.DataFrame) else {"input": x}
+    outputs = session.run(None, feed)
     if task == "regression":
         rtol = float(tolerances.get("relativeTolerance", DEFAULT_REGRESSION_RTOL))
         expected = np.asarray(model.predict(x), dtype=np.float64).ravel()
@@ -284,7 +283,7 @@ def parity(
 
 
 def write_report(
-    task: str, model: Any, x: np.ndarray, y: np.ndarray, features: list[str], out: Path
+    task: str, model: Any, x: np.ndarray | pd.DataFrame, y: np.ndarray, features: list[str], out: Path
 ) -> list[str]:
     import matplotlib
 
@@ -313,7 +312,7 @@ def write_report(
     plt.close(fig)
     written.append(name)
     importance = _importance(_final(model))
-    if importance is not None:
+    if importance is not None and len(importance) == len(features):  # one-hot columns: see encoded_names
         order = np.argsort(importance)[-20:]  # the 20 largest: a bar chart of 64 pixels says nothing
         fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(order))), dpi=100)
         ax.barh([features[i] for i in order], importance[order])
@@ -328,7 +327,7 @@ def write_report(
 def html_report(
     task: str,
     model: Any,
-    x: np.ndarray,
+    x: np.ndarray | pd.DataFrame,
     y: np.ndarray,
     card: dict[str, Any],
     config: dict[str, Any],
@@ -409,8 +408,12 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     except estimators.NotAllowedError as exc:
         raise DataError("EstimatorNotAllowed", str(exc)) from None
 
+    unknown = (config.get("categorical") or {}).get("unknown", "ignore")
+    if unknown not in encoding.UNKNOWN_POLICIES:
+        raise DataError("InvalidConfig", f"categorical.unknown must be ignore or error, not {unknown!r}")
     frame, doc, dataset = load_dataset(config)
     x, y, features, target = prepare(frame, doc, config)
+    categories = encoding.categories_of(x) if isinstance(x, pd.DataFrame) else []
     task = spec.get("task") or infer_task(y)
     if task != estimators.task_of(name):
         raise DataError(
@@ -431,13 +434,16 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise DataError("InvalidSplit", f"cannot split {len(y)} rows: {exc}") from None
-    if np.isnan(x).any():
+    # Before any pipeline wraps it: a Pipeline's parameter would be model__random_state.
+    if "random_state" in estimator.get_params() and "random_state" not in params:
+        estimator.set_params(random_state=seed)  # same config, same model, same sha256
+    if categories:
+        estimator = encoding.pipeline(estimator, x, categories, unknown)
+    elif np.isnan(x).any():
         from sklearn.impute import SimpleImputer
 
         # Most estimators refuse NaN; the imputer is part of the exported graph, so serving does the same.
         estimator = Pipeline([("impute", SimpleImputer(strategy="median")), ("model", estimator)])
-    if "random_state" in estimator.get_params() and "random_state" not in params:
-        estimator.set_params(random_state=seed)  # same config, same model, same sha256
 
     t = time.monotonic()
     try:
@@ -450,12 +456,15 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     timings["evaluate"] = time.monotonic() - t
     t = time.monotonic()
     try:
-        onnx_bytes = export_onnx(estimator, len(features), task)
+        inputs = encoding.initial_types(x, categories) if categories else None
+        onnx_bytes = export_onnx(estimator, len(features), task, inputs)
     except Exception as exc:  # skl2onnx raises many types; every one means this model cannot be exported
         raise DataError("ExportFailed", f"skl2onnx cannot export {name} with these params: {exc}") from None
     timings["export"] = time.monotonic() - t
     t = time.monotonic()
-    parity_report = parity(task, estimator, onnx_bytes, x_test, config.get("parity") or {})
+    # With unknown: ignore, parity also covers rows whose categories training never saw.
+    checked = encoding.with_unseen(x_test, categories) if categories and unknown == "ignore" else x_test
+    parity_report = parity(task, estimator, onnx_bytes, checked, config.get("parity") or {})
     timings["parity"] = time.monotonic() - t
     passed, reasons = gate(metrics, config)
 
@@ -465,9 +474,15 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         (out / contract.MODEL_FILE).write_bytes(onnx_bytes)
         sha = sha256_file(out / contract.MODEL_FILE)
         (out / contract.BASELINE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))
-        report = write_report(task, estimator, x_test, y_test, features, out / "report")
+        names = encoding.encoded_names(estimator) if categories else features
+        report = write_report(task, estimator, x_test, y_test, names, out / "report")
         classes = [c.item() if hasattr(c, "item") else c for c in getattr(_final(estimator), "classes_", [])]
-        signature = [{"name": f, "type": "float"} for f in features]
+        card_features = (
+            encoding.signature(x, categories, estimator)
+            if categories
+            else [{"name": f, "type": "float"} for f in features]
+        )
+        signature = [{"name": f["name"], "type": f["type"]} for f in card_features]
         card = {
             "kind": "ModelCard",
             "version": 1,
@@ -484,8 +499,12 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "features": features,
             "classes": classes,
             "inputSignature": {
-                "inputs": [{"name": "input", "type": "float32", "shape": [None, len(features)]}],
-                "features": signature,
+                "inputs": (
+                    encoding.graph_inputs(card_features)
+                    if categories
+                    else [{"name": "input", "type": "float32", "shape": [None, len(features)]}]
+                ),
+                "features": card_features,
                 "outputs": ["label", "probabilities"] if task == "classification" else ["variable"],
             },
             "split": {
@@ -503,6 +522,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "report": report,
             "trial": trial.get("index") if trial else None,
         }
+        if categories:  # what the server does with a category the model does not know (features.py)
+            card["categorical"] = {"unknown": unknown}
         store = open_store(config["storeURI"])
         prefix = join("models", sha)
         card["reportURI"] = store.uri(join(prefix, contract.REPORT_FILE))

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from .events import log
 from .metrics import Metrics
-from .model import Model, Prediction, Rows
+from .model import Inputs, Model, Prediction, concat
 from .protocol import Codec, Wanted
 from .responses import JSON, error_body
 from .routes import PREDICT_V1, STATIC
@@ -66,7 +63,7 @@ class Item:
         protocol: str,
         keep_alive: bool,
         t0: float,
-        x: npt.NDArray[np.float32] | None = None,
+        x: Inputs | None = None,
         request_id: object = None,  # the V2 request's "id", echoed back
         status: int = 200,
         body: bytes = b"",
@@ -139,7 +136,7 @@ class Batcher:
         if chunk:
             self._run(chunk)
 
-    def _predict_alone(self, x: Rows) -> Prediction | str:
+    def _predict_alone(self, x: Inputs) -> Prediction | str:
         try:
             pred = self.model.predict(x)
         except Exception as e:
@@ -157,7 +154,7 @@ class Batcher:
         # failed), so that one request's rows never fail the others that shared its batch.
         alone: dict[int, Prediction | str] | None = None
         if xs:
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            x = concat(xs)
             try:
                 pred = self.model.predict(x)
                 self.metrics.batch(x, pred)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from kubeloop import stats
 
 from .limits import HEADER_TIMEOUT, IDLE_TIMEOUT, LINGER_TIMEOUT, REQUEST_TIMEOUT, UNREAD_ANSWERS
-from .model import Model, Prediction, Rows
+from .model import Inputs, Mixed, Model, Prediction, Rows
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -172,9 +172,12 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.ready = False
-        # Rows since the last binning pass; sized so that one pass bins about FLUSH_VALUES values.
+        # Rows since the last binning pass; sized so that one pass bins about FLUSH_VALUES values. A mixed
+        # model's numbers and strings (its categorical features) are buffered apart, as they arrive.
         capacity = min(1024, max(16, FLUSH_VALUES // len(self.features)))
-        self._x = np.empty((capacity, len(self.features)), dtype=np.float32)
+        columns = model.numeric if model.mixed else self.features
+        self._x = np.empty((capacity, len(columns)), dtype=np.float32)
+        self._s = np.empty((capacity, len(model.categorical)), dtype=object)
         self._labels = np.empty(capacity, dtype=np.int64)
         self._values = np.empty(capacity, dtype=np.float32)
         self._rows = 0
@@ -191,7 +194,16 @@ class Metrics:
         # Features the baseline knows, on its bins, so drift needs nothing but these series.
         numeric: list[tuple[int, str, list[float]]] = []
         self.categorical: list[tuple[int, str, list[str], dict[float, int], list[int]]] = []
-        for j, feature in enumerate(self.features):
+        # A mixed model's string inputs: (column in the strings, label, categories, index, counts).
+        self.strings: list[tuple[int, str, list[str], dict[str, int], list[int]]] = []
+        for feature in model.categorical:
+            spec = baseline.get(feature) or {}
+            if spec.get("kind") == "categorical" and isinstance(spec.get("categories"), list):
+                cats = [str(c) for c in spec["categories"]]
+                index = {c: i for i, c in enumerate(cats)}
+                j = model.categorical.index(feature)
+                self.strings.append((j, _label(feature), cats, index, [0] * (len(cats) + 1)))
+        for j, feature in enumerate(columns):
             spec = baseline.get(feature) or {}
             if spec.get("kind") == "numeric" and isinstance(spec.get("edges"), list):
                 numeric.append((j, _label(feature), spec["edges"]))
@@ -210,9 +222,15 @@ class Metrics:
             hist = self.latency[protocol] = Histogram(LATENCY_BUCKETS)
         hist.observe(seconds)
 
-    def batch(self, x: Rows, pred: Prediction) -> None:
+    def batch(self, x: Inputs, pred: Prediction) -> None:
         """One ORT call's inputs and outputs, copied into the buffers; binned when they are full."""
         n = len(x)
+        numbers: Rows
+        strings = None
+        if isinstance(x, Mixed):
+            numbers, strings = x.numbers, x.strings
+        else:
+            numbers = x
         self.batch_sizes.observe(n)
         labels, _, values = pred
         capacity = len(self._x)
@@ -221,7 +239,9 @@ class Metrics:
             start = self._rows
             take = min(capacity - start, n - done)
             end = start + take
-            self._x[start:end] = x[done : done + take]
+            self._x[start:end] = numbers[done : done + take]
+            if strings is not None:
+                self._s[start:end] = strings[done : done + take]
             if labels is not None:
                 self._labels[start:end] = labels[done : done + take]
             elif values is not None:
@@ -241,6 +261,12 @@ class Metrics:
             other = len(cats)
             seen = [index.get(v, other) for v in x[:, j].tolist() if v == v]  # NaN (missing) is not counted
             for i, c in enumerate(np.bincount(seen, minlength=other + 1).tolist()):
+                counts[i] += c
+        for j, _, cats, names, counts in self.strings:
+            other = len(cats)
+            # "" is a missing value, which the baseline counts as a null, not as a category.
+            found = [names.get(v, other) for v in self._s[:rows, j].tolist() if v]
+            for i, c in enumerate(np.bincount(found, minlength=other + 1).tolist()):
                 counts[i] += c
         if self.classes:
             self.class_counts += np.bincount(self._labels[:rows], minlength=len(self.classes))
@@ -292,12 +318,12 @@ class Metrics:
                 "# TYPE kubeloop_feature_value histogram",
             ]
             self.numeric.render("kubeloop_feature_value", m, out)
-        if self.categorical:
+        if self.categorical or self.strings:
             out += [
                 "# HELP kubeloop_feature_category_total Input values by the baseline's categories.",
                 "# TYPE kubeloop_feature_category_total counter",
             ]
-            for _, feature, cats, _, counts in self.categorical:
+            for _, feature, cats, _, counts in [*self.categorical, *self.strings]:
                 for cat, n in zip([*cats, stats.OTHER], counts, strict=True):
                     out.append(
                         f'kubeloop_feature_category_total{{{m},feature="{feature}",'

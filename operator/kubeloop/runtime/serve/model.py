@@ -24,6 +24,38 @@ from kubeloop.contract import BASELINE_FILE, MODEL_FILE, MODEL_MARKER
 
 # A validated request matrix: float32, shape (rows, features).
 Rows = npt.NDArray[np.float32]
+# Strings of the categorical features, shape (rows, categorical features): ONNX Runtime takes object arrays.
+Strings = npt.NDArray[np.object_]
+
+
+class Mixed:
+    """A validated request of a model with categorical features (one graph input per feature).
+
+    ``numbers``: float32, (rows, numeric features); ``strings``: (rows, categorical features); each in the
+    card's feature order (``Model.numeric`` and ``Model.categorical``).
+    """
+
+    __slots__ = ("numbers", "strings")
+
+    def __init__(self, numbers: Rows, strings: Strings) -> None:
+        self.numbers, self.strings = numbers, strings
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+
+# What a decoded request hands to the model: one matrix, or numbers and strings by column.
+Inputs = Rows | Mixed
+
+
+def concat(xs: list[Inputs]) -> Inputs:
+    """The rows of several requests as one call's input (all of one model, so all of one kind)."""
+    if len(xs) == 1:
+        return xs[0]
+    if isinstance(xs[0], Mixed):
+        mixed = [x for x in xs if isinstance(x, Mixed)]
+        return Mixed(np.concatenate([x.numbers for x in mixed]), np.concatenate([x.strings for x in mixed]))
+    return np.concatenate(xs)  # type: ignore[arg-type]  # all Rows: the model has one kind of input
 
 
 class ModelLoadError(Exception):
@@ -63,6 +95,10 @@ class ModelCard:
     sha256: str | None = None
     # Trees route NaN somewhere, but nothing in training guarantees that is meaningful: refuse by default.
     allow_nan: bool = False
+    # The categories each categorical feature was trained on (inputSignature.features), and what the model
+    # does with another one: "ignore" (the graph encodes it as none) or "error" (the server answers 400).
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    unknown: str = "ignore"
 
     @classmethod
     def parse(cls, doc: object) -> ModelCard:
@@ -83,6 +119,20 @@ class ModelCard:
             raise ModelLoadError(
                 "InvalidModelCard", f"{MODEL_MARKER}: a classifier needs at least two classes"
             )
+        signature = doc.get("inputSignature")
+        described = signature.get("features") if isinstance(signature, dict) else None
+        categories = {
+            str(f["name"]): [str(c) for c in f["categories"]]
+            for f in (described if isinstance(described, list) else [])
+            if isinstance(f, dict) and isinstance(f.get("categories"), list)
+        }
+        policy = doc.get("categorical")
+        unknown = policy.get("unknown", "ignore") if isinstance(policy, dict) else "ignore"
+        if unknown not in ("ignore", "error"):
+            raise ModelLoadError(
+                "InvalidModelCard",
+                f"{MODEL_MARKER}: categorical.unknown must be ignore or error, not {unknown!r}",
+            )
         return cls(
             # The trainer's card names the TrainingJob; the server's --model-name usually overrides both.
             name=str(doc.get("name") or doc.get("trainingJob") or "model"),
@@ -91,6 +141,8 @@ class ModelCard:
             classes=classes,
             sha256=doc.get("sha256"),
             allow_nan=bool(doc.get("allow_nan", False)),
+            categories=categories,
+            unknown=unknown,
         )
 
 
@@ -139,7 +191,8 @@ def sha256_file(path: Path) -> str:
 
 
 class Model:
-    """An ONNX model with one 2-D float input, ready to answer ``predict(X)``."""
+    """An ONNX model ready to answer ``predict(X)``: one 2-D float input (``mixed`` False), or one input
+    per feature, float or string, each of shape [rows, 1] (``mixed``: the trainer's categorical models)."""
 
     def __init__(
         self,
@@ -188,17 +241,25 @@ class Model:
 
     def _bind_signature(self) -> None:
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
+        self.mixed = len(inputs) != 1 or inputs[0].type != "tensor(float)"
+        # Mixed models: the features fed from the float matrix and from the strings, in card order.
+        self.numeric: list[str] = []
+        self.categorical: list[str] = []
+        if self.mixed:
+            self._bind_columns(inputs)
+        elif len(inputs[0].shape) != 2:
             got = [(i.name, i.type, i.shape) for i in inputs]
             raise ModelLoadError(
-                "UnsupportedSignature", f"the server needs one 2-D float input, the model has {got}"
+                "UnsupportedSignature",
+                f"the server needs one 2-D float input or one [rows, 1] float or string input per "
+                f"feature; the model has {got}",
             )
         self.input_name: str = inputs[0].name
         # A graph exported with a fixed batch size takes exactly that many rows per call (no batching).
         rows = inputs[0].shape[0]
         self.fixed_rows: int | None = rows if isinstance(rows, int) and rows > 0 else None
         width = inputs[0].shape[1]
-        if isinstance(width, int) and width != self.n_features:
+        if not self.mixed and isinstance(width, int) and width != self.n_features:
             raise ModelLoadError(
                 "InvalidModelCard",
                 f"{MODEL_MARKER} lists {self.n_features} features, the model's "
@@ -216,9 +277,44 @@ class Model:
             self._output = outputs[0].name
             self._zipmap = False
 
-    def predict(self, x: Rows) -> Prediction:
-        """``x`` is float32 of shape (rows, features), already validated."""
-        out = self._run([self._output], {self.input_name: x}, None)[0]
+    def _bind_columns(self, inputs: list[Any]) -> None:
+        """One input per feature of the card, named like it, float or string, one column each."""
+        got = [(i.name, i.type, i.shape) for i in inputs]
+        by_name = {i.name: i for i in inputs}
+        if sorted(by_name) != sorted(self.card.features) or len(inputs) != self.n_features:
+            raise ModelLoadError(
+                "InvalidModelCard",
+                f"{MODEL_MARKER} lists features {self.card.features}, the model's inputs are {got}",
+            )
+        for feature in self.card.features:
+            node = by_name[feature]
+            if len(node.shape) != 2 or node.shape[1] not in (1, None) or isinstance(node.shape[1], str):
+                raise ModelLoadError(
+                    "UnsupportedSignature",
+                    f"input '{feature}' must have shape [rows, 1]; the model has {got}",
+                )
+            if node.type == "tensor(float)":
+                self.numeric.append(feature)
+            elif node.type == "tensor(string)":
+                self.categorical.append(feature)
+            else:
+                raise ModelLoadError(
+                    "UnsupportedSignature",
+                    f"input '{feature}' is {node.type}; the server feeds float and string inputs",
+                )
+
+    def predict(self, x: Inputs) -> Prediction:
+        """``x`` is float32 of shape (rows, features), or ``Mixed`` for a mixed model; already validated."""
+        if isinstance(x, Mixed):
+            feed: dict[str, object] = {
+                f: np.ascontiguousarray(x.numbers[:, j : j + 1]) for j, f in enumerate(self.numeric)
+            }
+            feed.update(
+                (f, np.ascontiguousarray(x.strings[:, j : j + 1])) for j, f in enumerate(self.categorical)
+            )
+            out = self._run([self._output], feed, None)[0]
+        else:
+            out = self._run([self._output], {self.input_name: x}, None)[0]
         if not self.classification:
             return Prediction(None, None, np.asarray(out, dtype=np.float32).reshape(len(x)))
         if self._zipmap:  # slow path kept only so that an exported ZipMap model still serves
@@ -229,11 +325,20 @@ class Model:
 
     def self_test(self) -> None:
         """One prediction on a typical row (the baseline's means, else zeros) must give a sane answer."""
+        described = self.baseline.get("features", {})
+        n = self.fixed_rows or 2  # two rows: batching works
         row = [
-            float((self.baseline.get("features", {}).get(f) or {}).get("mean") or 0.0)
-            for f in self.card.features
+            float((described.get(f) or {}).get("mean") or 0.0)
+            for f in (self.numeric if self.mixed else self.card.features)
         ]
-        x = np.array([row] * (self.fixed_rows or 2), dtype=np.float32)  # two rows: batching works
+        numbers = np.array([row] * n, dtype=np.float32).reshape(n, len(row))
+        x: Inputs = numbers
+        if self.mixed:  # a category the model knows, else the baseline's most frequent one, else "missing"
+            typical = [
+                ((self.card.categories.get(f) or (described.get(f) or {}).get("categories") or [""])[0])
+                for f in self.categorical
+            ]
+            x = Mixed(numbers, np.array([typical] * n, dtype=object).reshape(n, len(typical)))
         try:
             pred = self.predict(x)
         except Exception as e:

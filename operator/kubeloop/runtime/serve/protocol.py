@@ -1,8 +1,9 @@
 """Open Inference Protocol (V2) and V1 ``:predict`` bodies: strict decoding, fast encoding.
 
-Decoding turns a request body into a float32 matrix of shape (rows, features) or raises
-:class:`ClientError` saying what was wrong. Encoding is done by :class:`Codec`, which renders the parts of
-every answer that never change once, when the model is loaded.
+Decoding turns a request body into a float32 matrix of shape (rows, features) — or, for a model with
+categorical features, ``Mixed`` numbers and strings from one tensor per feature (FP32 or BYTES, as the
+model's signature says) — or raises :class:`ClientError` saying what was wrong. Encoding is done by
+:class:`Codec`, which renders the parts of every answer that never change once, when the model is loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from .model import Model, Prediction, Rows
+from .model import Inputs, Mixed, Model, Prediction, Rows, Strings
 
 # JSON carries every number as a double; integer types are accepted because a client with an int array
 # (e.g. tritonclient with np.int64) sends them. BOOL and BYTES are not numbers for this model.
@@ -37,6 +38,10 @@ BINARY_DTYPES = {
     "UINT32": np.uint32,
     "UINT64": np.uint64,
 }
+
+
+# Known categories named in an "unknown category" answer, at most.
+SHOWN_CATEGORIES = 10
 
 
 class ClientError(Exception):
@@ -77,6 +82,34 @@ class Codec:
         self._class_binary = [len(s).to_bytes(4, "little") + s for s in (str(c).encode() for c in classes)]
         self.output_names = ("label", "probabilities") if model.classification else ("predictions",)
         self._feature_index = {f: i for i, f in enumerate(model.card.features)}
+        # Mixed models: each feature's input is a column of the numbers (False) or of the strings (True).
+        self._columns = {f: (False, j) for j, f in enumerate(model.numeric)}
+        self._columns.update({f: (True, j) for j, f in enumerate(model.categorical)})
+        # With unknown: error, the categories the model knows: an unknown one is the client's error (400),
+        # not the graph's (ONNX Runtime would fail the whole micro-batch).
+        self._known = (
+            {f: frozenset(model.card.categories[f]) for f in model.categorical if f in model.card.categories}
+            if model.card.unknown == "error"
+            else {}
+        )
+        inputs = (
+            [
+                {
+                    "name": f,
+                    "datatype": "BYTES" if self._columns[f][0] else "FP32",
+                    "shape": [self.fixed_rows or -1, 1],
+                }
+                for f in model.card.features
+            ]
+            if model.mixed
+            else [
+                {
+                    "name": self.input_name,
+                    "datatype": "FP32",
+                    "shape": [self.fixed_rows or -1, self.n_features],
+                }
+            ]
+        )
         head = {"model_name": model.name, "model_version": model.version}
         self._v2_head = orjson.dumps(head)[:-1]  # '{"model_name":...,"model_version":...' reused every time
         self.metadata = orjson.dumps(
@@ -88,13 +121,7 @@ class Codec:
                 "task": model.card.task,
                 "features": model.card.features,
                 "classes": classes,
-                "inputs": [
-                    {
-                        "name": self.input_name,
-                        "datatype": "FP32",
-                        "shape": [self.fixed_rows or -1, self.n_features],
-                    }
-                ],
+                "inputs": inputs,
                 "outputs": (
                     [
                         {"name": "label", "datatype": self.label_datatype, "shape": [-1]},
@@ -108,7 +135,7 @@ class Codec:
 
     # ------------------------------------------------------------------------------------------ decode
 
-    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[Rows, object, Wanted]:
+    def decode_v2(self, body: bytes, json_length: int | None = None) -> tuple[Inputs, object, Wanted]:
         """Returns (rows, request id, outputs asked for). ``json_length``: the binary tensor extension."""
         binary = b""
         if json_length is not None:
@@ -123,6 +150,14 @@ class Codec:
         inputs = doc.get("inputs")
         if type(inputs) is not list or not inputs:
             raise ClientError(400, "'inputs' must be a non-empty list of tensors")
+        x = self._columns_v2(inputs, binary) if self.model.mixed else self._matrix_v2(inputs, binary)
+        outputs, params = doc.get("outputs"), doc.get("parameters")
+        all_binary = type(params) is dict and params.get("binary_data_output") is True
+        wanted = None if outputs is None and not all_binary else self._wanted(outputs, all_binary)
+        return x, doc.get("id"), wanted
+
+    def _matrix_v2(self, inputs: list[object], binary: bytes) -> Rows:
+        """The one tensor of a model with one matrix input."""
         if len(inputs) != 1:
             raise ClientError(
                 400, f"the model takes exactly one input, '{self.input_name}'; got {len(inputs)}"
@@ -163,10 +198,131 @@ class Codec:
             raise ClientError(400, f"input '{name}' has {array.size} values, but shape {shape} needs {rows}")
         x = array.astype(np.float32, copy=False).reshape(shape[0], self.n_features)
         self._check_finite(x, array, name)
-        outputs, params = doc.get("outputs"), doc.get("parameters")
-        all_binary = type(params) is dict and params.get("binary_data_output") is True
-        wanted = None if outputs is None and not all_binary else self._wanted(outputs, all_binary)
-        return x, doc.get("id"), wanted
+        return x
+
+    def _columns_v2(self, inputs: list[object], binary: bytes) -> Mixed:
+        """One tensor per feature, in any order: FP32 (or any numeric datatype) for a numeric feature, BYTES
+        for a categorical one, each of shape [rows] or [rows, 1]. Binary parts follow the JSON header in
+        the order of the tensors that declare them."""
+        columns = self._columns
+        rows: int | None = None
+        first = ""
+        numbers: list[tuple[int, npt.NDArray[np.generic]]] = []
+        strings: list[tuple[int, list[str]]] = []
+        seen: set[str] = set()
+        offset = 0
+        for tensor in inputs:
+            if type(tensor) is not dict:
+                raise ClientError(400, "each input must be an object with name, shape, datatype and data")
+            name = tensor.get("name")
+            if name not in columns:
+                raise ClientError(
+                    400,
+                    f"unknown input {name!r}: the model's inputs are {', '.join(self.model.card.features)}",
+                )
+            if name in seen:
+                raise ClientError(400, f"input '{name}' is given twice")
+            seen.add(name)
+            is_string, j = columns[name]
+            datatype = tensor.get("datatype")
+            if is_string and datatype != "BYTES":
+                raise ClientError(
+                    400, f"input '{name}' is categorical: its datatype is BYTES (strings), not {datatype!r}"
+                )
+            if not is_string and datatype not in NUMERIC_DATATYPES:
+                raise ClientError(
+                    400,
+                    f"input '{name}' is numeric: its datatype is FP32 (any numeric datatype is converted), "
+                    f"not {datatype!r}",
+                )
+            shape = tensor.get("shape")
+            if (
+                type(shape) is not list
+                or len(shape) not in (1, 2)
+                or (len(shape) == 2 and shape[1] != 1)
+                or type(shape[0]) is not int
+                or shape[0] < 1
+                or (self.fixed_rows is not None and shape[0] != self.fixed_rows)
+            ):
+                raise ClientError(
+                    400,
+                    f"input '{name}' has shape {shape}; the model takes "
+                    f"[{self.fixed_rows or -1}, 1] (one column)",
+                )
+            if rows is None:
+                rows, first = shape[0], name
+            elif shape[0] != rows:
+                raise ClientError(
+                    400,
+                    f"input '{name}' has {shape[0]} rows, input '{first}' {rows}: "
+                    "every input needs the same rows",
+                )
+            params = tensor.get("parameters")
+            size = params.get("binary_data_size") if type(params) is dict else None
+            if size is not None:
+                if type(size) is not int or size < 0 or offset + size > len(binary):
+                    raise ClientError(
+                        400,
+                        f"input '{name}' declares binary_data_size {size}, the body carries "
+                        f"{len(binary) - offset} more bytes after the JSON header",
+                    )
+                blob, offset = binary[offset : offset + size], offset + size
+                if is_string:
+                    strings.append((j, _bytes_elements(name, blob, rows)))
+                else:
+                    numbers.append((j, self._binary_tensor(name, str(datatype), size, blob)))
+            elif is_string:
+                strings.append((j, _strings(name, tensor.get("data"), rows)))
+            else:
+                numbers.append((j, self._array(name, tensor.get("data"))))
+        missing = [f for f in self.model.card.features if f not in seen]
+        if missing:
+            raise ClientError(
+                400, f"the request lacks inputs {missing}: the model takes one input per feature"
+            )
+        if offset != len(binary):
+            raise ClientError(
+                400,
+                f"the body carries {len(binary) - offset} bytes after the JSON header that no input declares",
+            )
+        assert rows is not None
+        return self._mixed(rows, numbers, strings)
+
+    def _mixed(
+        self,
+        rows: int,
+        numbers: list[tuple[int, npt.NDArray[np.generic]]],
+        strings: list[tuple[int, list[str]]],
+    ) -> Mixed:
+        """Columns (by their index among the model's numeric or categorical features) as one ``Mixed``."""
+        model = self.model
+        given = np.empty((rows, len(model.numeric)))  # as sent: an error names 1e39, not its float32 inf
+        for j, array in numbers:
+            name = model.numeric[j]
+            if array.size != rows:
+                raise ClientError(400, f"input '{name}' has {array.size} values for {rows} rows")
+            given[:, j] = array.reshape(rows)
+        with np.errstate(over="ignore"):  # beyond FP32 becomes infinity, which _check_finite names
+            x = given.astype(np.float32)
+        if numbers:
+            self._check_finite(x, given, "", model.numeric)
+        text: Strings = np.empty((rows, len(model.categorical)), dtype=object)
+        for j, values in strings:
+            name = model.categorical[j]
+            known = self._known.get(name)
+            if known is not None:
+                for i, value in enumerate(values):
+                    if value not in known:
+                        shown = ", ".join(repr(c) for c in sorted(known)[:SHOWN_CATEGORIES])
+                        more = ", ..." if len(known) > SHOWN_CATEGORIES else ""
+                        raise ClientError(
+                            400,
+                            f"input '{name}' row {i} is {value!r}, a category the model did not see in "
+                            f"training; it refuses unknown categories (its TrainingJob's "
+                            f"spec.categorical.unknown is error). Known: {shown}{more}",
+                        )
+            text[:, j] = values
+        return Mixed(x, text)
 
     def _wanted(self, outputs: object, binary: bool) -> tuple[tuple[str, bool], ...]:
         """The outputs a request names (all when it names none), each with whether to send it binary."""
@@ -186,13 +342,15 @@ class Codec:
             )
         return tuple(wanted)
 
-    def decode_v1(self, body: bytes) -> Rows:
+    def decode_v1(self, body: bytes) -> Inputs:
         doc = _loads(body)
         instances = doc.get("instances") if type(doc) is dict else None
         if type(instances) is not list or not instances:
             raise ClientError(400, "the request body must be a JSON object with a non-empty 'instances' list")
         if type(instances[0]) is dict:
             instances = [self._row_from_object(i, inst) for i, inst in enumerate(instances)]
+        if self.model.mixed:
+            return self._columns_v1(instances)
         array = self._array("instances", instances)
         if (
             array.ndim != 2
@@ -208,6 +366,29 @@ class Codec:
         x = array.astype(np.float32, copy=False)
         self._check_finite(x, array, "instances")
         return x
+
+    def _columns_v1(self, instances: list[object]) -> Mixed:
+        """Rows of values in feature order (numbers and strings), as objects or lists, to columns."""
+        features = self.model.card.features
+        n = len(features)
+        if self.fixed_rows is not None and len(instances) != self.fixed_rows:
+            raise ClientError(
+                400, f"'instances' must be exactly {self.fixed_rows} rows; got {len(instances)}"
+            )
+        for i, row in enumerate(instances):
+            if type(row) is not list or len(row) != n:
+                raise ClientError(
+                    400, f"instance {i} must be {n} values ({', '.join(features)}), or an object of them"
+                )
+        numbers, strings = [], []
+        for k, feature in enumerate(features):
+            is_string, j = self._columns[feature]
+            column = [row[k] for row in instances]  # type: ignore[index]  # lists, checked above
+            if is_string:
+                strings.append((j, _strings(feature, column, len(instances))))
+            else:
+                numbers.append((j, self._array(feature, column)))
+        return self._mixed(len(instances), numbers, strings)
 
     def _row_from_object(self, i: int, instance: object) -> list[object]:
         if type(instance) is not dict:
@@ -249,7 +430,9 @@ class Codec:
             raise ClientError(400, f"input '{name}': {size} bytes is not a whole number of {datatype} values")
         return np.frombuffer(binary, dtype=dtype)
 
-    def _check_finite(self, x: Rows, original: npt.NDArray[np.generic], name: str) -> None:
+    def _check_finite(
+        self, x: Rows, original: npt.NDArray[np.generic], name: str, features: list[str] | None = None
+    ) -> None:
         if self.allow_nan:
             return
         flat = x.ravel()
@@ -262,11 +445,11 @@ class Codec:
         what = (
             "NaN" if np.isnan(value) else ("infinity" if np.isinf(value) else f"{value} (beyond FP32 range)")
         )
-        raise ClientError(
-            400,
-            f"input '{name}' row {row} feature '{self.model.card.features[col]}' is {what}; "
-            f"this model takes finite numbers only",
+        feature = (features or self.model.card.features)[col]
+        where = (
+            f"input '{feature}' row {row}" if features else f"input '{name}' row {row} feature '{feature}'"
         )
+        raise ClientError(400, f"{where} is {what}; this model takes finite numbers only")
 
     # ------------------------------------------------------------------------------------------ encode
 
@@ -349,3 +532,39 @@ class Codec:
     def _labels_json(self, labels: npt.NDArray[np.intp]) -> bytes:
         names = self._class_json
         return b"[" + b",".join([names[i] for i in labels.tolist()]) + b"]"
+
+
+def _strings(name: str, data: object, rows: int) -> list[str]:
+    """A BYTES tensor's JSON data: ``rows`` strings, flat or one per row ([["a"], ["b"]])."""
+    if type(data) is not list:
+        raise ClientError(400, f"input '{name}' needs 'data', a list of strings")
+    values = [v[0] if type(v) is list and len(v) == 1 else v for v in data]
+    if len(values) != rows:
+        raise ClientError(400, f"input '{name}' has {len(values)} values for {rows} rows")
+    for i, v in enumerate(values):
+        if type(v) is not str:
+            hint = ' (send "" for a missing value)' if v is None else ""
+            raise ClientError(
+                400, f"input '{name}' row {i} is {json.dumps(v)}, not a string: it is categorical{hint}"
+            )
+    return values
+
+
+def _bytes_elements(name: str, blob: bytes, rows: int) -> list[str]:
+    """BYTES in the binary tensor extension: each element a 4-byte little-endian length, then UTF-8."""
+    values: list[str] = []
+    at = 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            raise ClientError(400, f"input '{name}': binary BYTES data ends inside an element's length")
+        size = int.from_bytes(blob[at : at + 4], "little")
+        if at + 4 + size > len(blob):
+            raise ClientError(400, f"input '{name}': binary BYTES element {len(values)} runs past its data")
+        try:
+            values.append(blob[at + 4 : at + 4 + size].decode())
+        except UnicodeDecodeError:
+            raise ClientError(400, f"input '{name}' row {len(values)} is not UTF-8") from None
+        at += 4 + size
+    if len(values) != rows:
+        raise ClientError(400, f"input '{name}' has {len(values)} values for {rows} rows")
+    return values
