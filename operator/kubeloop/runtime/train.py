@@ -19,6 +19,7 @@ import json
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,13 +209,40 @@ def export_onnx(model: Any, n_features: int, task: str, inputs: list[tuple[str, 
 
     options = {id(_final(model)): {"zipmap": False}} if task == "classification" else None
     # A fixed graph name: skl2onnx otherwise picks a random one, and the same model must give the same sha256.
-    onx = convert_sklearn(
-        model,
-        initial_types=inputs or [("input", FloatTensorType([None, n_features]))],
-        options=options,
-        name="kubeloop",
-    )
+    with _bool_ints_as_ints():
+        onx = convert_sklearn(
+            model,
+            initial_types=inputs or [("input", FloatTensorType([None, n_features]))],
+            options=options,
+            name="kubeloop",
+        )
     return bytes(onx.SerializeToString())
+
+
+@contextlib.contextmanager
+def _bool_ints_as_ints() -> Iterator[None]:
+    """skl2onnx 1.20 hands numpy bools to integer-list attributes of the tree ensembles it makes for
+    HistGradientBoosting (the missing-value tracks), which onnx 1.23's protobuf refuses ("Expected an int,
+    got a boolean"): while converting, a list of bools and ints becomes a list of ints, as the ONNX
+    operator defines the attribute. Nothing else changes (tests/unit/test_estimators_export.py)."""
+    import onnx.helper
+
+    original = onnx.helper.make_attribute
+
+    def make_attribute(key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(value, (list, tuple))
+            and any(isinstance(v, (bool, np.bool_)) for v in value)
+            and all(isinstance(v, (bool, int, np.bool_, np.integer)) for v in value)
+        ):
+            value = [int(v) for v in value]
+        return original(key, value, *args, **kwargs)
+
+    onnx.helper.make_attribute = make_attribute  # make_node looks it up in its module at each call
+    try:
+        yield
+    finally:
+        onnx.helper.make_attribute = original
 
 
 def _final(model: Any) -> Any:
