@@ -43,24 +43,36 @@ def test_an_estimator_outside_the_allow_list_never_starts_a_pod(
     )
 
 
-def test_a_training_pod_killed_for_memory_says_so_and_what_to_raise(
+def test_a_memory_limit_too_small_is_refused_before_a_pod_and_a_kill_is_said(
     kubectl: Kubectl, namespace: str, operator_installed: dict[str, str]
 ) -> None:
-    """A limit too small for the trainer: the kernel kills the pod (OOMKilled), which writes no result; the
-    run says so, with the limit, rather than a log tail."""
+    """A TrainingJob whose pods' limit cannot hold even the trainer fails before any pod (MemoryTooSmall);
+    an ingest pod the kernel kills for memory (OOMKilled, no result written) fails its Dataset saying so,
+    with the limit, rather than with a log tail."""
     small = {"requests": {"cpu": "100m", "memory": "48Mi"}, "limits": {"memory": "48Mi"}}
+    starved = {**iris_dataset("starved"), "spec": {**iris_dataset()["spec"], "resources": small}}
+    tight = {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"memory": "100Mi"}}
     apply(
         kubectl,
         namespace,
         iris_dataset(),
-        training_job("small", "LogisticRegression", backoffLimit=0, resources=small),
+        starved,
+        training_job("tight", "LogisticRegression", resources=tight),
     )
-    failed = wait_condition(kubectl, "trainingjob", "small", namespace, "Failed", timeout=300)
-    assert failed["status"] == "True", failed
-    assert "OOMKilled" in failed["message"] and "(48Mi" in failed["message"], failed
-    assert "resources.limits.memory" in failed["message"], failed
-    trial = status(kubectl, "trainingjob", "small", namespace)["trials"][0]
-    assert trial["state"] == "Failed" and trial["message"].startswith("OutOfMemory: "), trial
+    refused = wait_condition(kubectl, "trainingjob", "tight", namespace, "Failed", timeout=180)
+    assert refused["status"] == "True" and refused["reason"] == "MemoryTooSmall", refused
+    assert "150 rows x 5 columns" in refused["message"] and "limit 100Mi" in refused["message"], refused
+    assert items(kubectl, "jobs", namespace, "kubeloop.io/trainingjob=tight") == []
+
+    def ingest_failed() -> dict[str, str] | None:
+        said = status(kubectl, "dataset", "starved", namespace).get("conditions") or []
+        found = {c["type"]: c for c in said}
+        validated = found.get("Validated", {})
+        return validated if validated.get("status") == "False" else None
+
+    failed = wait_for(ingest_failed, 300, "the starved ingest to fail", interval=3)
+    assert failed["reason"] == "OutOfMemory", failed
+    assert "(48Mi, OOMKilled)" in failed["message"] and "resources.limits.memory" in failed["message"], failed
 
 
 def test_a_killed_training_pod_is_retried_but_a_data_error_is_not(

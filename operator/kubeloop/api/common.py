@@ -123,6 +123,27 @@ class SecretKeySelector(KubeloopModel):
     """key within the Secret's data."""
 
 
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))?$"
+)
+_SCALE = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": 1e-9, "u": 1e-6}
+_SCALE.update({"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18})
+
+
+def quantity_value(quantity: int | float | str) -> float:
+    """The number a Kubernetes quantity stands for ("512Mi" -> 536870912.0, "1.5G", "100m", "1e3"). Pure;
+    ValueError for a string outside the quantity grammar (the API server refuses those anyway)."""
+    if isinstance(quantity, (int, float)):
+        return float(quantity)
+    found = _QUANTITY.match(quantity.strip())
+    if found is None:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    number, suffix = float(found.group(1)), found.group(2) or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * 10 ** float(suffix[1:])
+    return number * _SCALE.get(suffix, 1)
+
+
 class ResourceRequirements(KubeloopModel):
     """Compute resources of the pods, as in a container's resources."""
 

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     DATASET_VERSION_NOT_FOUND = "DatasetVersionNotFound"
     ESTIMATOR_NOT_ALLOWED = "EstimatorNotAllowed"
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    MEMORY_TOO_SMALL = "MemoryTooSmall"
     INVALID_SEARCH = "InvalidSearch"
     TRAINING = "Training"
     TRAINED = "Trained"
@@ -109,6 +110,7 @@ REASONS: dict[Reason, str] = {
     Reason.WAITING_FOR_DATASET: "the Dataset does not exist or has no version yet",
     Reason.DATASET_VERSION_NOT_FOUND: "the pinned version is not in the Dataset's history",
     Reason.ESTIMATOR_NOT_ALLOWED: "the estimator is not in the operator's allow-list",
+    Reason.MEMORY_TOO_SMALL: "the trial pods' memory limit cannot hold the Dataset (a lower bound, measured)",
     Reason.IMAGE_NOT_ALLOWED: "spec.image is not in the operator's allow-list of training images",
     Reason.INVALID_SEARCH: "the search space cannot be expanded into trials",
     Reason.TRAINING: "trials are running",

@@ -344,6 +344,7 @@ TRAINING_JOB = Kind(
         Reason.DATASET_VERSION_NOT_FOUND,
         Reason.ESTIMATOR_NOT_ALLOWED,
         Reason.IMAGE_NOT_ALLOWED,
+        Reason.MEMORY_TOO_SMALL,
         Reason.INVALID_SEARCH,
         Reason.TRAINING,
         Reason.TRAINED,

@@ -13,10 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubeloop.api import TRAINING_JOB
+from kubeloop.api.common import quantity_value
 from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.trainingjob import Gate, TrainedModel, TrainingJobSpec
 from kubeloop.builders.settings import Settings, image_allowed
-from kubeloop.builders.training import training_job, trial_job_name
+from kubeloop.builders.training import DEFAULT_RESOURCES, training_job, trial_job_name
 from kubeloop.contract import gate as contract_gate
 from kubeloop.contract import no_worse_bounds
 from kubeloop.controllers.conditions import Conditions, now
@@ -180,6 +181,46 @@ class Decision:
     start: list[tuple[int, dict[str, Any]]]  # trials whose Job is to be created: (index, params)
 
 
+# What a trial's pod needs at least. bench/train_memory_bench.py measured the real trainer's peak RSS on
+# snapshots of 20 columns (12 numeric features, 8 string columns): 322 MiB + 31 bytes per cell (row x column),
+# LogisticRegression, the leanest estimator; on iris its anonymous memory (what the kernel cannot reclaim
+# from a pod at its limit, unlike the libraries' file pages) peaked at 178 MiB. The trainer loads every
+# column of the snapshot (the Arrow table, then the DataFrame) before it picks the features, so cells count,
+# not features. A lower bound, so that a refusal is certain: a run it lets through may still need more (a
+# forest, a search), and an OOMKilled pod then says so (reason OutOfMemory).
+TRAINER_BASE_BYTES = 160 * 2**20
+TRAINER_BYTES_PER_CELL = 24
+
+
+def memory_needed(rows: int, columns: int) -> int:
+    """The least memory, in bytes, a trial needs for a snapshot of ``rows`` x ``columns``. Pure."""
+    return TRAINER_BASE_BYTES + TRAINER_BYTES_PER_CELL * rows * columns
+
+
+def memory_refusal(spec: TrainingJobSpec, dataset: Obj | None, version: str) -> str | None:
+    """Why the trial pods' memory limit cannot hold the pinned Dataset version, or None. Pure.
+
+    Only the Dataset's current version has its column count in status; older ones are not judged."""
+    status = (dataset or {}).get("status") or {}
+    rows, columns = status.get("rows"), status.get("columns")
+    if status.get("version") != version or not isinstance(rows, int) or not isinstance(columns, int):
+        return None
+    limits = (spec.resources.limits if spec.resources is not None else DEFAULT_RESOURCES["limits"]) or {}
+    if "memory" not in limits:
+        return None
+    limit = quantity_value(limits["memory"])
+    need = memory_needed(rows, columns)
+    if need <= limit:
+        return None
+    mib = 2**20
+    return (
+        f"Dataset {spec.dataset_ref.name} version {version[:16]} has {rows:,} rows x {columns} columns: "
+        f"a trial needs at least {need / mib:,.0f} MiB to load and fit it (the trainer's measured floor, "
+        f"bench/train_memory_bench.py), more than the trial pods' memory limit {limits['memory']}; raise "
+        "resources.limits.memory, or train on a smaller Dataset"
+    )
+
+
 def pinned(status: Obj, generation: int) -> bool:
     """Whether this generation already pinned its dataset (and serving baseline)."""
     return status.get("observedGeneration") == generation and status.get("dataset") is not None
@@ -246,6 +287,10 @@ def decide(
     serving = serving_bounds(spec, baseline)
 
     recorded = {t["index"]: t for t in status.get("trials") or []} if current else {}
+    if not recorded and not observed.jobs:  # judged before any trial starts, never under a running one
+        refusal = memory_refusal(spec, observed.dataset, dataset["version"])
+        if refusal is not None:
+            raise _failure(Reason.MEMORY_TOO_SMALL, refusal, status, {"dataset": dataset})
     parallelism = spec.search.parallelism if spec.search else 1
     records: list[Obj] = []
     start: list[tuple[int, dict[str, Any]]] = []
