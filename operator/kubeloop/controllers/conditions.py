@@ -24,7 +24,13 @@ class Transition:
 
     @property
     def event_type(self) -> str:
-        bad = self.status == "False" and self.type in ("Ready", "Succeeded", "GatePassed", "Validated")
+        bad = self.status == "False" and self.type in (
+            "Ready",
+            "Succeeded",
+            "GatePassed",
+            "Validated",
+            "BatchScored",
+        )
         bad = bad or (self.status == "True" and self.type in ("Failed", "Degraded", "Drifted", "SLOViolated"))
         bad = bad or self.reason in ("StatusRejected", "ReconcileError", "RolledBack", "ModelRejected")
         return "Warning" if bad else "Normal"
