@@ -26,6 +26,7 @@ from kubeloop.api.common import (
     condition_column,
 )
 from kubeloop.api.conditions import ConditionType, Reason
+from kubeloop.api.trainingjob import DatasetRef
 
 
 class LabelSelector(KubeloopModel):
@@ -144,16 +145,6 @@ class Rollout(KubeloopModel):
     model on no evidence."""
 
 
-class BatchDatasetRef(KubeloopModel):
-    """A Dataset in the same namespace, optionally pinned to one version."""
-
-    name: Name
-    """name of the Dataset."""
-    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-f0-9]+$")] | None = None
-    """version pins a version from the Dataset's history (a unique prefix will do); the Dataset's current
-    version when absent, so each new version is scored once it is ingested."""
-
-
 # Refused until scheduled scoring exists: a field the operator does not honour must not be accepted.
 SCHEDULE_NOT_BUILT: dict[str, JsonValue] = {
     "rule": "false",
@@ -174,8 +165,9 @@ class Batch(KubeloopModel):
         ("!has(self.parallelism) || self.parallelism <= self.shards", "parallelism must not exceed shards"),
     )
 
-    dataset_ref: BatchDatasetRef
-    """datasetRef is the Dataset to score."""
+    dataset_ref: DatasetRef
+    """datasetRef is the Dataset to score: its current version (each new version is scored once it is
+    ingested), or the version it pins."""
     shards: Annotated[int, Field(ge=1, le=100)] = 1
     """shards is the number of indexes of the Job (its completions): the snapshot's parts are dealt to
     them, the largest first to the least loaded, so each scores about the same number of rows. An index

@@ -73,6 +73,10 @@ class Conditions:
         else:
             self.items[self.items.index(current)] = updated
 
+    def remove(self, type_: str) -> None:
+        """Drop a condition that no longer applies (its feature was removed from the spec)."""
+        self.items = [c for c in self.items if c["type"] != type_]
+
     @property
     def transitions(self) -> list[Transition]:
         """The conditions whose status or reason differs from where the reconcile started."""
