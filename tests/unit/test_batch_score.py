@@ -4,6 +4,9 @@ model in a real file store, scored by the shard code as the Indexed Job's pods r
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +214,17 @@ def test_a_feature_the_snapshot_lacks_or_a_null_is_a_data_error(
     assert error.value.reason == "MissingValue"
     with pytest.raises(DataError, match="index 1 is not one of the 1 shard"):
         scoring.score(cfg, 1, threads=1)
+
+
+def test_the_trainer_image_can_score_without_the_servers_http_libraries() -> None:
+    """The scoring pods run the trainer image: ONNX Runtime and pyarrow, no orjson, httptools or uvloop."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('orjson', 'httptools', 'uvloop'):\n"
+        "            raise ImportError(f'{name} is not in the trainer image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import kubeloop.runtime.score\n"
+    )
+    subprocess.run([sys.executable, "-c", blocker], check=True, env={**os.environ})
