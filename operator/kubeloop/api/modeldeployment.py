@@ -494,6 +494,7 @@ MODEL_DEPLOYMENT = Kind(
         Printer("Replicas", "integer", ".status.readyReplicas", "Ready replicas serving the model."),
         Printer("Canary", "integer", ".status.canary.weight", "Canary weight in percent."),
         Printer("URL", "string", ".status.url", "URL of the service.", priority=1),
+        Printer("Batch", "string", ".status.batch.state", "State of the last batch scoring run.", priority=1),
         AGE,
     ),
     # The name becomes the Service's name, which must be a DNS-1035 label.
