@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from kubeloop.api import MODEL_DEPLOYMENT
 from kubeloop.api.modeldeployment import Batch, ModelDeploymentSpec
 from kubeloop.builders.batch import output_uri, run_key, score_job, score_job_name
 from kubeloop.builders.settings import Settings
 from kubeloop.contract import COMPLETION_INDEX_ANNOTATION, EXIT_DATA_ERROR
-from kubeloop.controllers.batch import needs, outcome
+from kubeloop.controllers.batch import Outcome, needs, outcome, record
+from kubeloop.controllers.framework import status_model
 from kubeloop.controllers.modeldeployment import needs as deployment_needs
 
 SHA = "b" * 64
@@ -187,3 +189,45 @@ def test_a_failed_job_names_the_shard_and_the_runtime_s_reason() -> None:
         job("Failed", reason="DeadlineExceeded", message="Job was active longer than specified"), [], 2
     )
     assert (deadline.reason, deadline.message) == ("DeadlineExceeded", "Job was active longer than specified")
+
+
+@pytest.mark.parametrize(
+    ("result", "condition"),
+    [
+        (Outcome("Running", 1, 700, "Scoring", "1 of 2 shard(s) done, 700 rows scored so far"), "Unknown"),
+        (Outcome("Succeeded", 2, 2000, "Scored", ""), "True"),
+        (Outcome("Failed", 1, 700, "MissingFeature", "index 1: no column(s) ['f0']"), "False"),
+    ],
+)
+def test_status_batch_is_what_the_api_server_accepts_and_the_condition_says_it(
+    result: Outcome, condition: str
+) -> None:
+    output = output_uri(SETTINGS, "ml", "iris", DATASET["version"], SHA)
+    fields, (status, reason, message) = record(
+        "iris-score-0123456789",
+        DATASET,
+        MODEL,
+        2,
+        output,
+        "2026-12-01T10:00:00Z",
+        result,
+        "2026-12-01T10:05:00Z",
+    )
+    # The framework validates the whole status with the kind's model before it writes: the same here.
+    stored = status_model(MODEL_DEPLOYMENT, {}, {"batch": fields}).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    assert stored["batch"] == fields
+    assert fields["inputURI"] == DATASET["artifactURI"] and fields["outputURI"] == output
+    assert (fields["state"], fields["rows"], fields["succeededShards"]) == (
+        result.state,
+        result.rows,
+        result.succeeded,
+    )
+    assert ("completionTime" in fields) is (result.state != "Running")
+    assert (status, reason) == (condition, result.reason)
+    if result.state == "Succeeded":
+        what = f"Dataset iris version {DATASET['version']} with model {SHA[:12]}"
+        assert message == f"scored 2000 rows of {what} into {output}"
+    else:
+        assert result.message in message and "Job iris-score-0123456789" in message

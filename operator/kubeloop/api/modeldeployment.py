@@ -393,7 +393,7 @@ class BatchStatus(KubeloopModel):
     """dataset is the Dataset scored."""
     dataset_version: Annotated[str, Field(max_length=64)]
     """datasetVersion is the version scored (the first 16 hex of its content hash)."""
-    input_uri: ArtifactURI
+    input_uri: ArtifactURI = Field(alias="inputURI")
     """inputURI is the manifest of the snapshot scored."""
     model_sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
     """modelSha256 is the digest of the model that scored it: the one served (status.model) when the run
@@ -405,7 +405,7 @@ class BatchStatus(KubeloopModel):
     rows: Annotated[int, Field(ge=0)] | None = None
     """rows scored: every row of the version once the run succeeded (the output has exactly as many rows
     as the input), the rows of the finished shards while it runs."""
-    output_uri: ArtifactURI
+    output_uri: ArtifactURI = Field(alias="outputURI")
     """outputURI is the output manifest (manifest.json, written last); the parts are beside it. It exists
     only once the run succeeded."""
     start_time: Timestamp | None = None

@@ -15,7 +15,7 @@ from kubeloop.api.conditions import ConditionType, Reason
 from kubeloop.api.modeldeployment import Batch, ModelDeploymentSpec
 from kubeloop.builders.batch import SCORE_COMPONENT, output_uri, run_key, score_job, score_job_name
 from kubeloop.contract import COMPLETION_INDEX_ANNOTATION, LABEL_COMPONENT
-from kubeloop.controllers.conditions import now
+from kubeloop.controllers.conditions import Status, now
 from kubeloop.controllers.errors import Waiting
 from kubeloop.controllers.framework import Context
 from kubeloop.controllers.jobs import State, job_state, parse_result, prune, reason_word, termination_message
@@ -143,17 +143,7 @@ def run(ctx: Context, batch: Batch, dataset: dict[str, str], model: dict[str, st
         ctx.logger.info("deleted finished scoring Jobs beyond the history limits: %s", ", ".join(pruned))
     if done:
         return {}  # a finished run (failed too) waits for a new version, model or batch spec: no hot loop
-    fields: Obj = {
-        "job": name,
-        "state": "Running",
-        "dataset": dataset["name"],
-        "datasetVersion": dataset["version"][:16],
-        "inputURI": dataset["artifactURI"],
-        "modelSha256": model["sha256"],
-        "shards": batch.shards,
-        "outputURI": output_uri(ctx.settings, ctx.namespace, ctx.name, dataset["version"], model["sha256"]),
-        "startTime": recorded.get("startTime") if recorded.get("job") == name else None,
-    }
+    start = recorded.get("startTime") if recorded.get("job") == name else None
     job = next((j for j in jobs if j["metadata"]["name"] == name), None)
     if job is None:
         manifest = score_job(
@@ -166,7 +156,7 @@ def run(ctx: Context, batch: Batch, dataset: dict[str, str], model: dict[str, st
             settings=ctx.settings,
         )
         job = ctx.kube.create(ctx.adopt(manifest)) or manifest
-        fields["startTime"] = fields["startTime"] or now()
+        start = start or now()
         ctx.event(
             "Normal",
             "BatchStarted",
@@ -174,23 +164,47 @@ def run(ctx: Context, batch: Batch, dataset: dict[str, str], model: dict[str, st
             f"{model['sha256'][:12]} in {batch.shards} shard(s): Job {name}",
         )
     result = outcome(job, ctx.cache.job_pods(ctx.namespace, name), batch.shards)
+    output = output_uri(ctx.settings, ctx.namespace, ctx.name, dataset["version"], model["sha256"])
+    fields, condition = record(name, dataset, model, batch.shards, output, start, result, now())
+    ctx.conditions.set(BATCH, *condition)
+    return {"batch": fields}
+
+
+def record(
+    job: str,
+    dataset: dict[str, str],
+    model: dict[str, str],
+    shards: int,
+    output: str,
+    start: str | None,
+    result: Outcome,
+    time: str,
+) -> tuple[Obj, tuple[Status, str, str]]:
+    """status.batch and the BatchScored condition (status, reason, message) of a run. Pure."""
     what = f"Dataset {dataset['name']} version {dataset['version'][:16]} with model {model['sha256'][:12]}"
-    fields.update(succeededShards=result.succeeded, rows=result.rows, state=result.state)
+    condition: Status
     if result.state == "Running":
-        fields["message"] = f"Job {name} scores {what}: {result.message}"[:1024]
-        ctx.conditions.set(BATCH, "Unknown", result.reason, fields["message"])
+        condition, message = "Unknown", f"Job {job} scores {what}: {result.message}"
     elif result.state == "Failed":
-        fields.update(
-            completionTime=now(), message=f"Job {name} failed scoring {what}: {result.message}"[:1024]
-        )
-        ctx.conditions.set(BATCH, "False", result.reason, fields["message"])
+        condition, message = "False", f"Job {job} failed scoring {what}: {result.message}"
     else:
-        fields.update(
-            completionTime=now(),
-            message=f"scored {result.rows} rows of {what} into {fields['outputURI']}"[:1024],
-        )
-        ctx.conditions.set(BATCH, "True", result.reason, fields["message"])
-    return {"batch": {k: v for k, v in fields.items() if v is not None}}
+        condition, message = "True", f"scored {result.rows} rows of {what} into {output}"
+    fields: Obj = {
+        "job": job,
+        "state": result.state,
+        "dataset": dataset["name"],
+        "datasetVersion": dataset["version"][:16],
+        "inputURI": dataset["artifactURI"],
+        "modelSha256": model["sha256"],
+        "shards": shards,
+        "succeededShards": result.succeeded,
+        "rows": result.rows,
+        "outputURI": output,
+        "startTime": start,
+        "completionTime": None if result.state == "Running" else time,
+        "message": message[:1024],
+    }
+    return {k: v for k, v in fields.items() if v is not None}, (condition, result.reason, message[:1024])
 
 
 def needs(spec: Obj) -> list[tuple[str, str]]:
