@@ -211,7 +211,9 @@ def output_manifest(
 
 
 @dataclass(frozen=True)
-class Job:
+class Run:
+    """One Job's output: where it goes, and which index of how many this pod is."""
+
     store: Store
     output: str
     job: str
@@ -220,7 +222,7 @@ class Job:
 
 
 def finish(
-    job: Job, manifest_in: dict[str, Any], model: dict[str, str], schema: pa.Schema
+    job: Run, manifest_in: dict[str, Any], model: dict[str, str], schema: pa.Schema
 ) -> dict[str, Any] | None:
     """Write the output manifest when every index of the Job has recorded its parts; None otherwise (an
     index still runs: it writes the manifest when it finishes). Indexes record before they look, so the
@@ -279,7 +281,7 @@ def score(config: dict[str, Any], index: int, threads: int | None = None) -> dic
     except StoreError as error:
         raise DataError("DatasetNotFound", f"the snapshot is missing or incomplete: {error}") from None
     store = open_store(config["storeURI"])
-    job = Job(store, config["output"], config["job"], shards, index)
+    job = Run(store, config["output"], config["job"], shards, index)
     parts = manifest_in["parts"]
     rows = [int(p["rows"]) for p in parts]
     mine = assign(rows, shards)[index]
