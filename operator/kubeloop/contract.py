@@ -27,6 +27,9 @@ EXIT_INFRA = 1
 EXIT_DATA_ERROR = 2
 # Where a PersistentVolumeClaim named in a pvc:// URI is mounted in a pod.
 PVC_ROOT = "/mnt/pvc"
+# The index of a pod of an Indexed Job: set by the Job controller as an env var and a pod annotation.
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # --- artifacts in the store -------------------------------------------------------------------------------
 # A dataset version: datasets/<namespace>/<name>/<content hash>/ holds Parquet parts (part-00000.parquet,
@@ -39,6 +42,19 @@ SNAPSHOT_FILE = "data.parquet"
 MODEL_FILE = "model.onnx"
 BASELINE_FILE = "baseline.json"
 MODEL_MARKER = "model-card.json"
+# Batch scores: scores/<namespace>/<ModelDeployment>/<dataset version>-<model sha256[:16]>/ holds one
+# output part per input part (the same part names, rows and order) and the manifest, written last by the
+# index that finishes last; .indexes/<Job name>/ holds each index's record of the parts it wrote.
+SCORES_DIR = "scores"
+SCORES_MARKER = "manifest.json"
+
+
+def scores_prefix(namespace: str, deployment: str, dataset_version: str, model_sha256: str) -> str:
+    """The store prefix of one batch output: one address per (dataset version, model), so scoring the
+    same version with the same model again rewrites the same bytes in the same place."""
+    return f"{SCORES_DIR}/{namespace}/{deployment}/{dataset_version[:16]}-{model_sha256[:16]}"
+
+
 # The model report a person opens (self-contained HTML), beside the model; its URI is status.model.reportURI.
 REPORT_FILE = "report.html"
 

@@ -165,7 +165,17 @@ INVALID = [
     (
         "ModelDeployment",
         merged(SERVING, batch={"datasetRef": {"name": "d"}, "schedule": "0 3 * * *"}),
-        ["batch scoring is not available yet"],
+        ["batch.schedule (a CronJob) is not available yet"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, batch={"datasetRef": {"name": "d"}, "shards": 2, "parallelism": 3}),
+        ["spec.batch", "parallelism must not exceed shards"],
+    ),
+    (
+        "ModelDeployment",
+        merged(SERVING, batch={"datasetRef": {"name": "d"}, "shards": 0}),
+        ["spec.batch.shards"],
     ),
     (
         "Monitor",

@@ -15,10 +15,13 @@ import pytest
 from kubeloop.api.dataset import DatasetSpec
 from kubeloop.api.modeldeployment import ModelDeploymentSpec
 from kubeloop.api.trainingjob import TrainingJobSpec
+from kubeloop.builders.batch import output_uri, run_key, score_job
 from kubeloop.builders.dataset import ingest_job
 from kubeloop.builders.serving import MODEL_DIR, PORT, deployment
 from kubeloop.builders.settings import Settings
 from kubeloop.builders.training import training_job
+from kubeloop.contract import COMPLETION_INDEX_ANNOTATION, COMPLETION_INDEX_ENV
+from kubeloop.controllers.batch import outcome as batch_outcome
 from kubeloop.controllers.trainingjob import _metrics, _model
 from kubeloop.runtime import ingest as runtime_ingest
 from kubeloop.runtime.__main__ import COMMANDS
@@ -127,6 +130,37 @@ def test_dataset_training_and_serving_children_run_the_runtime(
     assert parsed.expected_sha256 == model["sha256"] == fetched["sha256"]
     assert parsed.port == PORT == serve["ports"][0]["containerPort"]
     assert parsed.model_name == "iris"
+
+    # ModelDeployment spec.batch -> the scoring Indexed Job, on the served digest; its pods' results read
+    # by the controller as it reads them from the cluster.
+    batch_spec = ModelDeploymentSpec.model_validate(
+        {"model": {"uri": model["uri"], "sha256": model["sha256"]}, "batch": {"datasetRef": {"name": "iris"}}}
+    )
+    assert batch_spec.batch is not None
+    key = run_key(pinned["version"], model["sha256"], batch_spec.batch)
+    scoring = score_job(
+        name="iris",
+        namespace="ml",
+        batch=batch_spec.batch,
+        dataset=pinned,
+        model=model,
+        key=key,
+        settings=settings,
+    )
+    monkeypatch.setenv(COMPLETION_INDEX_ENV, "0")  # the Job controller sets it in an Indexed Job's pods
+    code, scored = run_container(pod_of(scoring)["containers"][0], monkeypatch, tmp_path)
+    assert code == 0, scored
+    assert scored["complete"] is True and scored["totalRows"] == 150 == ingested["rows"]
+    assert scored["outputURI"] == output_uri(settings, "ml", "iris", pinned["version"], model["sha256"])
+    pod = {
+        "metadata": {"name": "p", "annotations": {COMPLETION_INDEX_ANNOTATION: "0"}},
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [{"state": {"terminated": {"message": json.dumps(scored)}}}],
+        },
+    }
+    complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert batch_outcome(complete, [pod], 1).rows == 150
 
 
 def test_a_changed_model_digest_is_refused_by_fetch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     DRIFTED = "Drifted"
     SLO_VIOLATED = "SLOViolated"
+    BATCH_SCORED = "BatchScored"
 
 
 CONDITION_TYPES: dict[ConditionType, str] = {
@@ -33,6 +34,8 @@ CONDITION_TYPES: dict[ConditionType, str] = {
     ConditionType.DEGRADED: "pods cannot serve the wanted model, or the rollout is stuck",
     ConditionType.DRIFTED: "the inputs drifted from the training baseline",
     ConditionType.SLO_VIOLATED: "error rate or latency breach the objectives",
+    ConditionType.BATCH_SCORED: "spec.batch's last run scored every row (True), failed (False), "
+    "or runs or waits (Unknown)",
 }
 
 
@@ -80,6 +83,11 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     MODEL_REJECTED = "ModelRejected"
+    # ModelDeployment batch scoring (the BatchScored condition).
+    WAITING_FOR_MODEL = "WaitingForModel"
+    SCORING = "Scoring"
+    SCORED = "Scored"
+    SCORING_FAILED = "ScoringFailed"
     # Monitor.
     WAITING_FOR_MODEL_DEPLOYMENT = "WaitingForModelDeployment"
     WATCHING = "Watching"
@@ -135,6 +143,10 @@ REASONS: dict[Reason, str] = {
     Reason.PROMOTED: "the canary's model is now the stable one",
     Reason.ROLLED_BACK: "the canary failed a check, was aborted or missed its deadline; the stable serves",
     Reason.MODEL_REJECTED: "the wanted model was rolled back under this generation; change the spec to retry",
+    Reason.WAITING_FOR_MODEL: "no model is served yet; batch scoring uses exactly the served model",
+    Reason.SCORING: "the batch scoring Job is running",
+    Reason.SCORED: "every shard succeeded and the output manifest is written",
+    Reason.SCORING_FAILED: "the batch scoring Job failed; the message says which shard and why",
     Reason.WAITING_FOR_MODEL_DEPLOYMENT: "the ModelDeployment does not exist yet",
     Reason.WATCHING: "the ModelDeployment exists",
     Reason.NOT_CHECKED: "no check has run yet",

@@ -26,6 +26,7 @@ from kubeloop.api.common import (
     condition_column,
 )
 from kubeloop.api.conditions import ConditionType, Reason
+from kubeloop.api.trainingjob import DatasetRef
 
 
 class LabelSelector(KubeloopModel):
@@ -144,20 +145,50 @@ class Rollout(KubeloopModel):
     model on no evidence."""
 
 
-class Batch(KubeloopModel):
-    """Scores a Dataset on a schedule with the same model; predictions are written to the store."""
-
-    dataset_ref: LocalObjectReference
-    """datasetRef is the Dataset to score."""
-    schedule: Annotated[str, Field(min_length=9, max_length=128)]
-    """schedule in cron format, e.g. "0 3 * * *"."""
-
-
-# Refused until batch scoring exists: a field the operator does not honour must not be accepted.
-BATCH_NOT_BUILT: dict[str, JsonValue] = {
+# Refused until scheduled scoring exists: a field the operator does not honour must not be accepted.
+SCHEDULE_NOT_BUILT: dict[str, JsonValue] = {
     "rule": "false",
-    "message": "batch scoring is not available yet; remove spec.batch",
+    "message": "batch.schedule (a CronJob) is not available yet; remove it: without it every new Dataset "
+    "version and every newly served model is scored once",
 }
+
+
+class Batch(KubeloopModel):
+    """Batch scoring: a Dataset version scored with exactly the model this ModelDeployment serves
+    (status.model.sha256), as a Kubernetes Indexed Job whose indexes split the snapshot's Parquet parts.
+    Each index writes one output part per input part it scores (same rows, same order); the last index to
+    finish writes the output manifest, so output without a manifest is never complete. Scored once per
+    (Dataset version, served model, this spec): a new version, a newly served model or a change here
+    scores again; a failed run is not retried until one of them changes."""
+
+    model_config = cel(
+        ("!has(self.parallelism) || self.parallelism <= self.shards", "parallelism must not exceed shards"),
+    )
+
+    dataset_ref: DatasetRef
+    """datasetRef is the Dataset to score: its current version (each new version is scored once it is
+    ingested), or the version it pins."""
+    shards: Annotated[int, Field(ge=1, le=100)] = 1
+    """shards is the number of indexes of the Job (its completions): the snapshot's parts are dealt to
+    them, the largest first to the least loaded, so each scores about the same number of rows. An index
+    with no part (more shards than parts) writes nothing and succeeds."""
+    parallelism: Annotated[int, Field(ge=1, le=100)] | None = None
+    """parallelism is how many indexes run at once (the Job's parallelism); shards when absent. More nodes
+    run more shards side by side: Kubernetes is the scale-out engine."""
+    backoff_limit_per_index: Annotated[int, Field(ge=0, le=10)] = 2
+    """backoffLimitPerIndex is how often one index is retried after its pod failed (infrastructure
+    trouble: exit 1, an eviction does not count). A retried index rewrites its own parts with the same
+    bytes, so the output does not change. A data error (exit 2: a column missing, a null the model
+    cannot take) fails the whole Job at once."""
+    active_deadline_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    """activeDeadlineSeconds bounds the whole Job."""
+    resources: ResourceRequirements | None = None
+    """resources of each index's pod; requests 250m CPU and 512Mi, limit 1Gi when absent. ONNX Runtime
+    uses as many threads as the pod has CPUs (its CPU limit)."""
+    schedule: Annotated[str, Field(min_length=9, max_length=128)] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-validations": [SCHEDULE_NOT_BUILT]}
+    )
+    """schedule (cron) would make the scoring a CronJob. Not built yet: the API server refuses it."""
 
 
 class Auth(KubeloopModel):
@@ -260,10 +291,8 @@ class ModelDeploymentSpec(KubeloopModel):
     """rollout says how a new model replaces the old one."""
     resources: ResourceRequirements | None = None
     """resources of each server pod."""
-    batch: Batch | None = Field(
-        default=None, json_schema_extra={"x-kubernetes-validations": [BATCH_NOT_BUILT]}
-    )
-    """batch scores a Dataset on a schedule. Not built yet: the API server refuses it."""
+    batch: Batch | None = None
+    """batch scores a Dataset with the served model into the artifact store (status.batch says where)."""
     auth: Auth | None = None
     """auth requires bearer tokens on the inference API."""
     network: Network | None = None
@@ -356,6 +385,40 @@ class RolloutResult(KubeloopModel):
     """time it ended."""
 
 
+class BatchStatus(KubeloopModel):
+    """The last batch scoring run: what it scored, with which model, and where the output is."""
+
+    job: Name
+    """job is the Indexed Job of the run (kept by the operator's Job history limits)."""
+    state: Literal["Running", "Succeeded", "Failed"]
+    """state of the run; the BatchScored condition says the same with a message."""
+    dataset: Name
+    """dataset is the Dataset scored."""
+    dataset_version: Annotated[str, Field(max_length=64)]
+    """datasetVersion is the version scored (the first 16 hex of its content hash)."""
+    input_uri: ArtifactURI = Field(alias="inputURI")
+    """inputURI is the manifest of the snapshot scored."""
+    model_sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]
+    """modelSha256 is the digest of the model that scored it: the one served (status.model) when the run
+    began."""
+    shards: Annotated[int, Field(ge=1)]
+    """shards of the run (the Job's completions)."""
+    succeeded_shards: Annotated[int, Field(ge=0)] | None = None
+    """succeededShards is how many indexes finished."""
+    rows: Annotated[int, Field(ge=0)] | None = None
+    """rows scored: every row of the version once the run succeeded (the output has exactly as many rows
+    as the input), the rows of the finished shards while it runs."""
+    output_uri: ArtifactURI = Field(alias="outputURI")
+    """outputURI is the output manifest (manifest.json, written last); the parts are beside it. It exists
+    only once the run succeeded."""
+    start_time: Timestamp | None = None
+    """startTime is when the operator created the Job."""
+    completion_time: Timestamp | None = None
+    """completionTime is when the operator saw the run end."""
+    message: Message | None = None
+    """message: how the run ended, or what it waits for."""
+
+
 class ModelDeploymentStatus(KubeloopModel):
     """The observed inference service."""
 
@@ -363,7 +426,7 @@ class ModelDeploymentStatus(KubeloopModel):
     """observedGeneration is the metadata.generation this status describes."""
     conditions: Conditions | None = None
     """conditions: Ready (a pod loaded the wanted model and answered a test prediction), Progressing,
-    Degraded."""
+    Degraded, and BatchScored with spec.batch."""
     url: ShortText | None = None
     """url of the inference service inside the cluster."""
     model: ServedModel | None = None
@@ -382,12 +445,19 @@ class ModelDeploymentStatus(KubeloopModel):
     """lastRollout is how the last canary rollout ended."""
     rejected: Annotated[list[RejectedModel], Field(max_length=10)] | None = None
     """rejected models of this generation (the newest ten), which are not rolled out again."""
+    batch: BatchStatus | None = None
+    """batch is the last batch scoring run (spec.batch)."""
 
 
 MODEL_DEPLOYMENT = Kind(
     kind="ModelDeployment",
     summary=ConditionType.READY,
-    condition_types=(ConditionType.READY, ConditionType.PROGRESSING, ConditionType.DEGRADED),
+    condition_types=(
+        ConditionType.READY,
+        ConditionType.PROGRESSING,
+        ConditionType.DEGRADED,
+        ConditionType.BATCH_SCORED,
+    ),
     reasons=(
         Reason.WAITING_FOR_TRAINING_JOB,
         Reason.TRAINING_JOB_FAILED,
@@ -405,6 +475,12 @@ MODEL_DEPLOYMENT = Kind(
         Reason.PROMOTED,
         Reason.ROLLED_BACK,
         Reason.MODEL_REJECTED,
+        Reason.WAITING_FOR_MODEL,
+        Reason.WAITING_FOR_DATASET,
+        Reason.DATASET_VERSION_NOT_FOUND,
+        Reason.SCORING,
+        Reason.SCORED,
+        Reason.SCORING_FAILED,
         Reason.INVALID_SPEC,
         Reason.RECONCILE_ERROR,
         Reason.STATUS_REJECTED,
@@ -421,6 +497,7 @@ MODEL_DEPLOYMENT = Kind(
         Printer("Replicas", "integer", ".status.readyReplicas", "Ready replicas serving the model."),
         Printer("Canary", "integer", ".status.canary.weight", "Canary weight in percent."),
         Printer("URL", "string", ".status.url", "URL of the service.", priority=1),
+        Printer("Batch", "string", ".status.batch.state", "State of the last batch scoring run.", priority=1),
         AGE,
     ),
     # The name becomes the Service's name, which must be a DNS-1035 label.

@@ -78,8 +78,8 @@ class Settings:
     # peer (an operator run outside the cluster has no pod a policy could name).
     operator_peer: Mapping[str, Any] | None = None
     metrics_scraper_peer: Mapping[str, Any] | None = None
-    # How many finished Jobs (ingest, training) each object keeps, newest first, like a CronJob's
-    # successfulJobsHistoryLimit and failedJobsHistoryLimit: the rest are deleted with their pods.
+    # How many finished Jobs (ingest, training, batch scoring) each object keeps, newest first, like a
+    # CronJob's successfulJobsHistoryLimit and failedJobsHistoryLimit: the rest are deleted with their pods.
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 1
 

@@ -24,7 +24,13 @@ class Transition:
 
     @property
     def event_type(self) -> str:
-        bad = self.status == "False" and self.type in ("Ready", "Succeeded", "GatePassed", "Validated")
+        bad = self.status == "False" and self.type in (
+            "Ready",
+            "Succeeded",
+            "GatePassed",
+            "Validated",
+            "BatchScored",
+        )
         bad = bad or (self.status == "True" and self.type in ("Failed", "Degraded", "Drifted", "SLOViolated"))
         bad = bad or self.reason in ("StatusRejected", "ReconcileError", "RolledBack", "ModelRejected")
         return "Warning" if bad else "Normal"
@@ -66,6 +72,10 @@ class Conditions:
             self.items.append(updated)
         else:
             self.items[self.items.index(current)] = updated
+
+    def remove(self, type_: str) -> None:
+        """Drop a condition that no longer applies (its feature was removed from the spec)."""
+        self.items = [c for c in self.items if c["type"] != type_]
 
     @property
     def transitions(self) -> list[Transition]:

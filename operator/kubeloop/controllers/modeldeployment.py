@@ -28,7 +28,7 @@ from kubeloop.builders.serving import (
     stable_replicas,
 )
 from kubeloop.contract import LABEL_TRACK
-from kubeloop.controllers import canary, metricsource
+from kubeloop.controllers import batch, canary, metricsource
 from kubeloop.controllers.cache import ANY
 from kubeloop.controllers.conditions import Status
 from kubeloop.controllers.errors import Invalid, Waiting
@@ -173,6 +173,9 @@ def reconcile(ctx: Context) -> BaseModel:
     except ValidationError as error:
         raise Invalid(Reason.INVALID_SPEC, f"the spec does not match the API: {error}") from None
     status = ctx.status
+    # Batch scoring uses the model served when this reconcile began (status.model); a model that becomes
+    # ready in this reconcile is scored with in the next, which its status write triggers.
+    fields: Obj = batch.reconcile(ctx, spec)
     wanted, reason, message = resolve_model(
         ctx.namespace, spec, ctx.cache.in_namespace("TrainingJob", ctx.namespace)
     )
@@ -180,10 +183,9 @@ def reconcile(ctx: Context) -> BaseModel:
     if wanted is None:
         ctx.conditions.set(ConditionType.PROGRESSING, "False", reason, message)
         if serving is None:
-            raise Waiting(reason, message)
+            raise Waiting(reason, message, fields=fields)
         wanted = serving  # keep serving what is loaded while the new model is not ready
 
-    fields: Obj = {}
     progressing: Progress | None = None
     rejected = monitor_rejections(ctx, serving, fields)
     wanted, said = not_rejected(wanted, serving, status.get("previousModel"), rejected, ctx.generation)
@@ -648,6 +650,7 @@ def needs(spec: Obj) -> list[tuple[str, str]]:
     if spec.get("trainingJobSelector") is not None:
         found.append(("TrainingJob", ANY))
     found.append(("Monitor", ANY))  # a Monitor's rollback is in its status
+    found += batch.needs(spec)
     return found
 
 

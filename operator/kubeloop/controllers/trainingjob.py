@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from kubeloop.api import TRAINING_JOB
 from kubeloop.api.common import quantity_value
 from kubeloop.api.conditions import ConditionType, Reason
-from kubeloop.api.trainingjob import Gate, TrainedModel, TrainingJobSpec
+from kubeloop.api.trainingjob import DatasetRef, Gate, TrainedModel, TrainingJobSpec
 from kubeloop.builders.settings import Settings, image_allowed
 from kubeloop.builders.training import DEFAULT_RESOURCES, training_job, trial_job_name
 from kubeloop.contract import gate as contract_gate
@@ -34,9 +34,9 @@ def _name(obj: Obj) -> str:
     return str(obj["metadata"]["name"])
 
 
-def resolve_dataset(namespace: str, spec: TrainingJobSpec, dataset: Obj | None) -> dict[str, str]:
-    """The Dataset version to train on, or Waiting/Invalid saying what the run waits for. Pure."""
-    ref = spec.dataset_ref
+def resolve_dataset(namespace: str, ref: DatasetRef, dataset: Obj | None) -> dict[str, str]:
+    """The Dataset version ``ref`` names (pinned, else the current one), or Waiting saying what is
+    missing. Pure. Batch scoring resolves its datasetRef the same way."""
     if dataset is None:
         raise Waiting(
             Reason.WAITING_FOR_DATASET, f"Dataset {ref.name} does not exist in namespace {namespace} yet"
@@ -276,7 +276,7 @@ def decide(
         baseline = status.get("servingBaseline")
     else:
         try:
-            dataset = resolve_dataset(namespace, spec, observed.dataset)
+            dataset = resolve_dataset(namespace, spec.dataset_ref, observed.dataset)
         except Waiting as wait:
             # This generation has pinned nothing yet: what an earlier one pinned must not pass for its own
             # once observedGeneration moves on.

@@ -1,4 +1,4 @@
-"""``python -m kubeloop.runtime <ingest|train|serve|fetch> [args...]``.
+"""``python -m kubeloop.runtime <ingest|train|serve|fetch|score> [args...]``.
 
 Each command is ``module:function`` taking the remaining arguments and returning the exit code. Modules
 are imported only when their command runs, so the server image needs none of the trainer's libraries.
@@ -14,6 +14,7 @@ COMMANDS = {
     "ingest": "kubeloop.runtime.ingest:main",
     "train": "kubeloop.runtime.train:main",
     "fetch": "kubeloop.runtime.fetch:main",
+    "score": "kubeloop.runtime.score:main",
 }
 
 

@@ -88,7 +88,7 @@ def _string_buffers(column: pa.Array) -> tuple[memoryview, np.ndarray]:
     return (memoryview(data)[start:end] if data is not None else memoryview(b"")), offsets
 
 
-class _Hashing(io.RawIOBase):
+class Hashing(io.RawIOBase):
     """Passes writes on to ``target``, counting and hashing them; closing it leaves ``target`` open (the
     store's writer commits the object when its own block ends)."""
 
@@ -123,7 +123,7 @@ class PartWriter:
     def __init__(self, store: Store, prefix: str, schema: pa.Schema, part_rows: int = PART_ROWS) -> None:
         self.store, self.prefix, self.schema, self.part_rows = store, prefix, schema, part_rows
         self.parts: list[dict[str, Any]] = []
-        self._open: tuple[contextlib.ExitStack, _Hashing, pq.ParquetWriter] | None = None
+        self._open: tuple[contextlib.ExitStack, Hashing, pq.ParquetWriter] | None = None
         self._rows = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._pending: Future[None] | None = None
@@ -152,7 +152,7 @@ class PartWriter:
 
     def _start(self) -> None:
         stack = contextlib.ExitStack()
-        sink = _Hashing(
+        sink = Hashing(
             stack.enter_context(self.store.open_write(join(self.prefix, part_name(len(self.parts)))))
         )
         writer = pq.ParquetWriter(

@@ -30,6 +30,18 @@ Modules, one concern each: :mod:`.config` (the settings) and :mod:`.cli` (flags 
 (V2/V1 bodies), :mod:`.metrics`.
 """
 
-from .cli import main
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["main"]
+
+
+def __getattr__(name: str) -> Any:
+    """``main`` is imported on first use: the model side (:mod:`.model`) is used by batch scoring in the
+    trainer image, which has ONNX Runtime but not the HTTP side's libraries (orjson, httptools, uvloop)."""
+    if name == "main":
+        from .cli import main
+
+        return main
+    raise AttributeError(name)
