@@ -181,19 +181,24 @@ def test_training_job(
     assert job["spec"]["template"]["metadata"]["labels"]["kubeloop.io/trial"] == str(trial)
 
 
-def test_training_job_passes_the_unknown_category_policy_to_the_trainer() -> None:
-    spec = TrainingJobSpec.model_validate({**TRAIN, "categorical": {"unknown": "error"}})
-    dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
-    job = training_job(
-        name="t",
+def first_trial_job(spec: TrainingJobSpec, serving_metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    """The Job of trial 0 of ``spec``'s first generation, on a fixed iris version."""
+    return training_job(
+        name="iris-lr",
         namespace="ml",
         spec=spec,
         generation=1,
         trial=0,
         params={},
-        dataset=dataset,
+        dataset={"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"},
         settings=SETTINGS,
+        serving_metrics=serving_metrics,
     )
+
+
+def test_training_job_passes_the_unknown_category_policy_to_the_trainer() -> None:
+    spec = TrainingJobSpec.model_validate({**TRAIN, "categorical": {"unknown": "error"}})
+    job = first_trial_job(spec)
     assert config_of(job["spec"]["template"]["spec"]["containers"][0])["categorical"] == {"unknown": "error"}
 
 
@@ -343,17 +348,6 @@ def test_training_gate_config(
     gate: dict[str, Any] | None, serving: dict[str, float] | None, config: dict[str, Any] | None
 ) -> None:
     spec = TrainingJobSpec.model_validate({**TRAIN, **({"gate": gate} if gate else {})})
-    dataset = {"name": "iris", "version": "abc", "artifactURI": "s3://b/datasets/ml/iris/abc"}
-    job = training_job(
-        name="iris-lr",
-        namespace="ml",
-        spec=spec,
-        generation=1,
-        trial=0,
-        params={},
-        dataset=dataset,
-        settings=SETTINGS,
-        serving_metrics=serving,
-    )
+    job = first_trial_job(spec, serving_metrics=serving)
     assert config_of(job["spec"]["template"]["spec"]["containers"][0]).get("gate") == config
     assert (gate_config(spec.wire().get("gate"), serving) or None) == config
