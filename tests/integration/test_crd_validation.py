@@ -26,6 +26,11 @@ def merged(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 INVALID = [
     ("Dataset", {"source": {"builtin": "iris", "url": "https://h/d.csv"}}, ["spec.source", "exactly one of"]),
     ("Dataset", {"source": {}}, ["spec.source", "exactly one of"]),
+    (
+        "Dataset",
+        {"source": {"builtin": "iris", "headersSecretRef": {"name": "t"}}},
+        ["spec.source", "headersSecretRef is for a url source only"],
+    ),
     ("Dataset", {"source": {"builtin": "mnist"}}, ["spec.source.builtin", "Unsupported value"]),
     ("Dataset", {"source": {"url": "ftp://h/d.csv"}}, ["spec.source.url"]),
     ("Dataset", merged(DATASET, colour="red"), ['unknown field "spec.colour"']),

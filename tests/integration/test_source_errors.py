@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 CSV = b"x,y\n1,0\n2,1\n3,0\n4,1\n"
 SECRET = "sig-0123456789abcdef"  # a presigned URL's credential: must never be shown
 FAST = fetch.Retry(attempts=3, first_delay=0.05, timeout=2.0)
+TOKEN = "tok-fedcba9876543210"  # a bearer token from a Secret: must never be shown
 
 
 class Source(http.server.BaseHTTPRequestHandler):
@@ -46,6 +47,11 @@ class Source(http.server.BaseHTTPRequestHandler):
                 return
         if path == "/slow.csv":
             time.sleep(3)
+        if path == "/token.csv" and (
+            self.headers.get("Authorization") != f"Bearer {TOKEN}" or self.headers.get("X-Team") != "ml"
+        ):
+            self.send_error(401)
+            return
         status = {"/missing.csv": 404, "/private.csv": 403}.get(path)
         if status:
             self.send_error(status)
@@ -78,10 +84,16 @@ def closed_port() -> int:
 
 
 def ingest_pod(
-    tmp_path: Path, source: dict[str, Any], env: dict[str, str] | None = None
+    tmp_path: Path, source: dict[str, Any], env: dict[str, str] | None = None, **extra: Any
 ) -> tuple[int, dict[str, Any], str]:
     """The ingest command as its own process, as the pod runs it: exit code, result, everything it said."""
-    config = {"namespace": "ns", "name": "d", "storeURI": (tmp_path / "store").as_uri(), "source": source}
+    config = {
+        "namespace": "ns",
+        "name": "d",
+        "storeURI": (tmp_path / "store").as_uri(),
+        "source": source,
+        **extra,
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "kubeloop.runtime", "ingest"],
         env={
@@ -117,6 +129,45 @@ def test_a_4xx_source_is_a_data_error_at_once_without_its_query(
         result, sort_keys=True, separators=(",", ":")
     )
     assert time.monotonic() - started < 30  # no retries: python start-up and one request
+
+
+def secret_volume(directory: Path, keys: dict[str, str]) -> Path:
+    """A directory laid out as the kubelet mounts a Secret: each key a link into ..data."""
+    data = directory / "..2026_12_01_10_00_00.000000001"
+    data.mkdir(parents=True)
+    (directory / "..data").symlink_to(data.name)
+    for key, value in keys.items():
+        (data / key).write_text(value)
+        (directory / key).symlink_to(f"..data/{key}")
+    return directory
+
+
+def test_url_headers_from_a_secret_are_sent_and_never_said(tmp_path: Path, source: str) -> None:
+    mounted = secret_volume(tmp_path / "headers", {"Authorization": f"Bearer {TOKEN}\n", "X-Team": "ml"})
+    code, result, said = ingest_pod(tmp_path, {"url": f"{source}/token.csv"}, urlHeadersPath=str(mounted))
+    assert code == 0 and result["rows"] == 4, said
+    assert TOKEN not in said, said
+
+    # without them the server refuses: a data error at once, naming the status
+    code, result, said = ingest_pod(tmp_path, {"url": f"{source}/token.csv"})
+    assert code == 2 and result["reason"] == "SourceForbidden" and "HTTP 401" in result["message"], said
+
+
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [
+        ({"Bad Name": "x"}, ["'Bad Name' is not an HTTP header name"]),
+        ({"X-Inject": f"{TOKEN}\r\nHost: elsewhere"}, ["X-Inject holds a line break", "not shown"]),
+    ],
+)
+def test_a_header_secret_that_would_break_the_request_is_refused_without_its_value(
+    tmp_path: Path, source: str, keys: dict[str, str], words: list[str]
+) -> None:
+    mounted = secret_volume(tmp_path / "headers", keys)
+    code, result, said = ingest_pod(tmp_path, {"url": f"{source}/data.csv"}, urlHeadersPath=str(mounted))
+    assert code == 2 and result["reason"] == "InvalidSource", said
+    assert all(w in result["message"] for w in words), result["message"]
+    assert TOKEN not in said, said
 
 
 def test_a_500_then_200_source_is_retried_in_the_pod_and_ingested(tmp_path: Path, source: str) -> None:

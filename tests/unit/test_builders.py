@@ -104,6 +104,19 @@ def test_privacy_hash_key_is_a_mounted_file_not_config() -> None:
     assert "pepper" not in json.dumps(privacy), "the config names the file, not the Secret"
 
 
+def test_url_headers_are_a_mounted_secret_not_config() -> None:
+    spec = DatasetSpec.model_validate(
+        {"source": {"url": "https://example.com/d.csv", "headersSecretRef": {"name": "api-token"}}}
+    )
+    job = ingest_job(name="d", namespace="ml", spec=spec, generation=1, refresh=0, settings=SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    assert volumes(pod)["url-headers"]["secret"]["secretName"] == "api-token"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "url-headers")
+    assert mount["readOnly"] and mount["mountPath"] == "/var/run/kubeloop/url-headers"
+    assert config_of(pod["containers"][0])["urlHeadersPath"] == "/var/run/kubeloop/url-headers"
+    assert_restricted(pod)
+
+
 @pytest.mark.parametrize(
     ("store", "volume"),
     [

@@ -74,13 +74,19 @@ class DatasetSource(KubeloopModel):
             "[has(self.builtin), has(self.url), has(self.s3), has(self.pvc), has(self.configMapRef)]"
             ".filter(x, x).size() == 1",
             "exactly one of builtin, url, s3, pvc or configMapRef must be set",
-        )
+        ),
+        ("!has(self.headersSecretRef) || has(self.url)", "headersSecretRef is for a url source only"),
     )
 
     builtin: BuiltinDataset | None = None
     """builtin names a dataset bundled with scikit-learn."""
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
-    """url of a file served over http or https."""
+    """url of a file served over http or https. Its query string, user info and fragment never appear in a
+    log, Event or status (credentials live there); headersSecretRef keeps them out of the spec."""
+    headers_secret_ref: LocalObjectReference | None = None
+    """headersSecretRef names a Secret whose keys are HTTP header names and values their values (e.g. key
+    Authorization, value "Bearer ..."), sent with the url request. Mounted read-only into the ingest pod;
+    the values never appear in a log, Event or status."""
     s3: S3Source | None = None
     """s3 is an object in an S3-compatible store."""
     pvc: PVCSource | None = None

@@ -17,6 +17,7 @@ from kubeloop.contract import child_labels, child_name
 
 INGEST_CONTAINER = "ingest"
 HASH_KEY_DIR = "/var/run/kubeloop/hash-key"
+URL_HEADERS_DIR = "/var/run/kubeloop/url-headers"
 CONFIGMAP_DIR = "/var/run/kubeloop/source"
 DEFAULT_RESOURCES: Manifest = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 INGEST_DEADLINE_SECONDS = 3600
@@ -57,6 +58,9 @@ def ingest_job(
             read_only=True,
         )
         config["configMapPath"] = CONFIGMAP_DIR
+    if source.headers_secret_ref is not None:
+        mounts.secret("url-headers", source.headers_secret_ref.name, URL_HEADERS_DIR)
+        config["urlHeadersPath"] = URL_HEADERS_DIR
     if source.s3 is not None and source.s3.credentials_secret_ref is not None:
         # The runtime's S3 client reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from its environment.
         env_from = [

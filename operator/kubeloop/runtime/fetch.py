@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
+import re
 import shutil
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -169,14 +170,14 @@ def with_retries(
     )
 
 
-def read_url(url: str, retry: Retry | None = None) -> bytes:
-    """The body of an http(s) source."""
+def read_url(url: str, retry: Retry | None = None, headers: Mapping[str, str] | None = None) -> bytes:
+    """The body of an http(s) source, asked with ``headers`` (their values are never said)."""
     retry = retry or Retry()
     shown = public_url(url)
 
     def once() -> bytes:
         try:
-            with urllib.request.urlopen(url_request(url), timeout=retry.timeout) as response:
+            with urllib.request.urlopen(url_request(url, headers), timeout=retry.timeout) as response:
                 body: bytes = response.read()
                 return body
         except urllib.error.HTTPError as exc:
@@ -189,18 +190,53 @@ def read_url(url: str, retry: Retry | None = None) -> bytes:
     return with_retries(once, shown, retry)
 
 
-def url_request(url: str) -> urllib.request.Request:
-    """The request for a source URL; user info in it (``https://user:password@host/...``) becomes a Basic
-    Authorization header, which urllib does not do by itself (it would look the user up as a host). Pure."""
+def url_request(url: str, headers: Mapping[str, str] | None = None) -> urllib.request.Request:
+    """The request for a source URL with ``headers``; user info in the URL (``https://user:password@host/``)
+    becomes a Basic Authorization header, which urllib does not do by itself (it would look the user up as a
+    host). Pure."""
     parts = urlsplit(url)
     if parts.username is None:
-        return urllib.request.Request(url)
+        return urllib.request.Request(url, headers=dict(headers or {}))
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     user, password = unquote(parts.username), unquote(parts.password or "")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
+    return urllib.request.Request(bare, headers={**(headers or {}), "Authorization": f"Basic {token}"})
+
+
+# A header name is an HTTP token (RFC 9110); its value may not break the request's lines.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def headers_from(directory: Path) -> dict[str, str]:
+    """The headers of a mounted Secret: each key a header name, its value the header's (a trailing newline
+    dropped). A DataError names a bad key, never a value. Files beginning with a dot are the volume's own
+    bookkeeping (``..data``)."""
+    headers: dict[str, str] = {}
+    try:
+        entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError("InvalidSource", f"the url headers Secret is not mounted: {exc.strerror}") from None
+    for path in entries:
+        if not _HEADER_NAME.match(path.name):
+            raise DataError(
+                "InvalidSource", f"headersSecretRef: key {path.name!r} is not an HTTP header name"
+            )
+        try:
+            value = path.read_text(encoding="utf-8").removesuffix("\n")
+        except UnicodeDecodeError:
+            raise DataError(
+                "InvalidSource", f"headersSecretRef: the value of {path.name} is not UTF-8 text"
+            ) from None
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise DataError(
+                "InvalidSource",
+                f"headersSecretRef: the value of {path.name} holds a line break or NUL; it would break the "
+                "request (the value is not shown)",
+            )
+        headers[path.name] = value
+    return headers
 
 
 def read_s3(store: Store, key: str, uri: str, retry: Retry | None = None) -> bytes:

@@ -77,7 +77,8 @@ def read_source(config: dict[str, Any]) -> tuple[Table | list[Table], str]:
         shown = fetch.public_url(url)  # messages and logs never show the query string (credentials)
         if not re.match(r"^https?://", url):
             raise DataError("InvalidSource", f"source.url must be http(s), got {shown!r}")
-        return _parse(fetch.read_url(url), fmt or _format_of(shown), shown), shown
+        headers = fetch.headers_from(Path(config["urlHeadersPath"])) if config.get("urlHeadersPath") else {}
+        return _parse(fetch.read_url(url, headers=headers), fmt or _format_of(shown), shown), shown
     if kind == "s3":
         uri = source["s3"]["uri"]
         parent, _, key = uri.rpartition("/")
