@@ -272,3 +272,43 @@ def test_a_categorical_feature_trains_through_the_pods_entry_point(
         {"name": "x", "type": "float"},
         {"name": "color", "type": "string"},
     ]
+
+
+def test_sample_rows_trains_on_a_seeded_stratified_sample_recorded_in_the_card(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Path
+) -> None:
+    ds = ingested(monkeypatch, capsys, store, "digits")  # 1,797 rows, 10 classes
+    config = job(
+        store,
+        {**ds, "name": "digits"},
+        model={"estimator": "LogisticRegression", "params": {"max_iter": 300}},
+        split={"testFraction": 0.25, "seed": 7},
+        sampleRows=600,
+    )
+    config["dataset"]["name"] = "digits"
+    code, result = run(train, monkeypatch, capsys, config)
+    assert code == 0, result
+    sample = {"rows": 600, "of": 1797, "seed": 7, "stratified": True}
+    assert result["model"]["sample"] == sample, result["model"]
+    card = json.loads((store / "models" / result["model"]["sha256"] / "model-card.json").read_text())
+    assert card["sample"] == sample and card["split"]["trainRows"] + card["split"]["testRows"] == 600
+    # the same seed draws the same sample: the same model bytes
+    assert run(train, monkeypatch, capsys, config)[1]["model"]["sha256"] == result["model"]["sha256"]
+    # more rows wanted than the snapshot has: every row, nothing recorded
+    code, every = run(train, monkeypatch, capsys, {**config, "sampleRows": 5000})
+    assert code == 0 and "sample" not in every["model"], every["model"]
+
+
+def test_a_sample_keeps_each_class_share_and_falls_back_when_it_cannot() -> None:
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    chosen, stratified = train.sample_indices(1000, 100, labels, seed=3)
+    assert stratified and len(chosen) == 100 and list(chosen) == sorted(chosen)
+    assert np.bincount(labels[chosen]).tolist() == [90, 9, 1]
+    again, _ = train.sample_indices(1000, 100, labels, seed=3)
+    assert (again == chosen).all()
+    # a class of one row cannot keep its share of a sample: a plain random sample, said as such
+    lonely = np.array([0] * 999 + [1])
+    chosen, stratified = train.sample_indices(1000, 100, lonely, seed=3)
+    assert not stratified and len(set(chosen.tolist())) == 100
+    # a float target is not classes
+    assert train.sample_indices(1000, 50, np.linspace(0, 1, 1000), seed=3)[1] is False

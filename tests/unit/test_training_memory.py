@@ -78,3 +78,20 @@ def test_the_default_limit_applies_when_the_spec_sets_none() -> None:
     # no resources at all: the trainer's default limit (2Gi)
     bare = TrainingJobSpec.model_validate({"datasetRef": {"name": "big"}, "model": {"estimator": "Ridge"}})
     assert memory_refusal(bare, dataset(100_000_000, 20), "v" * 64) is not None
+
+
+def test_a_sample_needs_less_than_the_whole_snapshot_but_its_arrow_table_still_counts() -> None:
+    whole = memory_needed(10_000_000, 20)
+    sampled = memory_needed(10_000_000, 20, 100_000)
+    assert memory_needed(100_000, 20) < sampled < whole
+    assert memory_needed(10_000_000, 20, 20_000_000) == whole  # a sample larger than the data: every row
+    bounded = TrainingJobSpec.model_validate(
+        {
+            "datasetRef": {"name": "big"},
+            "model": {"estimator": "LogisticRegression"},
+            "resources": {"limits": {"memory": "2Gi"}},
+            "sampleRows": 100_000,
+        }
+    )
+    assert memory_refusal(spec("2Gi"), dataset(10_000_000, 20), "v" * 64) is not None
+    assert memory_refusal(bounded, dataset(10_000_000, 20), "v" * 64) is None

@@ -214,6 +214,11 @@ class TrainingJobSpec(KubeloopModel):
     """features to use; every column but the target when absent."""
     split: Split | None = None
     """split of rows into training and test sets."""
+    sample_rows: Annotated[int, Field(ge=10, le=1_000_000_000)] | None = None
+    """sampleRows trains and tests on at most this many rows of the snapshot: a sample drawn with the split's
+    seed, stratified by the target for classification, before the split. For snapshots larger than the pod
+    should fit on (the sample is taken before the rows become a DataFrame); recorded in status.model.sample
+    and the model card. Every row when absent."""
     categorical: Categorical | None = None
     """categorical sets how categorical features are encoded (unknown categories: ignore when absent)."""
     search: Search | None = None
@@ -244,6 +249,19 @@ class InputColumn(KubeloopModel):
     """type of the input: float (sent as FP32) or string (a categorical feature, sent as BYTES)."""
 
 
+class Sample(KubeloopModel):
+    """The rows a model was trained and tested on, when spec.sampleRows took a sample of the snapshot."""
+
+    rows: Annotated[int, Field(ge=0)]
+    """rows in the sample."""
+    of: Annotated[int, Field(ge=0)]
+    """of is the snapshot's row count."""
+    seed: int
+    """seed the sample was drawn with (the split's)."""
+    stratified: bool
+    """stratified says whether each class kept its share of the rows."""
+
+
 class TrainedModel(KubeloopModel):
     """The model a run produced, and where it came from."""
 
@@ -265,6 +283,8 @@ class TrainedModel(KubeloopModel):
     """libraryVersions of scikit-learn, skl2onnx, onnx and friends used to build the model."""
     report_uri: ArtifactURI | None = Field(default=None, alias="reportURI")
     """reportURI of the model report (self-contained HTML: metrics, charts, trials, data, lineage)."""
+    sample: Sample | None = None
+    """sample the model was trained on (spec.sampleRows); absent when it saw every row."""
 
 
 class Trial(KubeloopModel):

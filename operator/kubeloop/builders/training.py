@@ -72,7 +72,7 @@ def training_job(
         "model": {**wire["model"], "params": trial_params(spec, params)},
         "trial": {"index": trial, "params": params},
     }
-    for key in ("features", "split", "categorical"):
+    for key in ("features", "split", "categorical", "sampleRows"):
         if key in wire:
             config[key] = wire[key]
     gate = gate_config(wire.get("gate"), serving_metrics)

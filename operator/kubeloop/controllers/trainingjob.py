@@ -190,11 +190,18 @@ class Decision:
 # forest, a search), and an OOMKilled pod then says so (reason OutOfMemory).
 TRAINER_BASE_BYTES = 160 * 2**20
 TRAINER_BYTES_PER_CELL = 24
+# With spec.sampleRows the whole snapshot is read as an Arrow table (at least 4 bytes a cell: an int32, a
+# float32, a string's offset), and only the sample goes further.
+ARROW_BYTES_PER_CELL = 4
 
 
-def memory_needed(rows: int, columns: int) -> int:
-    """The least memory, in bytes, a trial needs for a snapshot of ``rows`` x ``columns``. Pure."""
-    return TRAINER_BASE_BYTES + TRAINER_BYTES_PER_CELL * rows * columns
+def memory_needed(rows: int, columns: int, sample_rows: int | None = None) -> int:
+    """The least memory, in bytes, a trial needs for a snapshot of ``rows`` x ``columns`` (of which it
+    trains on ``sample_rows``). Pure."""
+    if sample_rows is None or sample_rows >= rows:
+        return TRAINER_BASE_BYTES + TRAINER_BYTES_PER_CELL * rows * columns
+    rest = TRAINER_BYTES_PER_CELL - ARROW_BYTES_PER_CELL
+    return TRAINER_BASE_BYTES + ARROW_BYTES_PER_CELL * rows * columns + rest * sample_rows * columns
 
 
 def memory_refusal(spec: TrainingJobSpec, dataset: Obj | None, version: str) -> str | None:
@@ -209,7 +216,7 @@ def memory_refusal(spec: TrainingJobSpec, dataset: Obj | None, version: str) -> 
     if "memory" not in limits:
         return None
     limit = quantity_value(limits["memory"])
-    need = memory_needed(rows, columns)
+    need = memory_needed(rows, columns, spec.sample_rows)
     if need <= limit:
         return None
     mib = 2**20
@@ -217,7 +224,7 @@ def memory_refusal(spec: TrainingJobSpec, dataset: Obj | None, version: str) -> 
         f"Dataset {spec.dataset_ref.name} version {version[:16]} has {rows:,} rows x {columns} columns: "
         f"a trial needs at least {need / mib:,.0f} MiB to load and fit it (the trainer's measured floor, "
         f"bench/train_memory_bench.py), more than the trial pods' memory limit {limits['memory']}; raise "
-        "resources.limits.memory, or train on a smaller Dataset"
+        "resources.limits.memory, or set a smaller sampleRows"
     )
 
 

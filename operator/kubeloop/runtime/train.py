@@ -42,7 +42,7 @@ LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas
 # ------------------------------------------------------------------------------------------- dataset
 
 
-def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str]]:
+def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """The snapshot, its statistics and ``{name, version, artifactURI}``; only complete snapshots count."""
     ref = config.get("dataset") or config.get("datasetRef") or {}
     if ref.get("artifactURI"):
@@ -60,18 +60,47 @@ def load_dataset(config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], 
         prefix = _resolve_version(store, config["namespace"], ref["name"], ref["version"])
     try:
         doc = json.loads(store.get_bytes(join(prefix, contract.STATISTICS_FILE)))
-        frame = snapshot.read_table(store, prefix).to_pandas()  # every part, in order
+        table = snapshot.read_table(store, prefix)  # every part, in order
     except StoreError as exc:
         raise DataError("DatasetNotFound", f"dataset snapshot is incomplete or missing: {exc}") from None
+    sample = None
+    wanted = config.get("sampleRows")
+    if wanted and table.num_rows > int(wanted):
+        target = config.get("target") or doc.get("targetName")
+        labels = table.column(target).to_numpy(zero_copy_only=False) if target in table.column_names else None
+        seed = int((config.get("split") or {}).get("seed", 42))
+        chosen, stratified = sample_indices(table.num_rows, int(wanted), labels, seed)
+        sample = {"rows": len(chosen), "of": table.num_rows, "seed": seed, "stratified": stratified}
+        table = table.take(chosen)  # before pandas: the DataFrame holds the sample only
+    frame = table.to_pandas()
     full = prefix.rsplit("/", 1)[-1] if prefix else ref.get("version", "")
     legacy = not store.exists(join(prefix, contract.DATASET_MARKER))  # one data.parquet, before parts
-    info = {
+    info: dict[str, Any] = {
         "name": ref.get("name", ""),
         "version": full[:16],
         "sha256": full,
         "artifactURI": store.uri(join(prefix, contract.SNAPSHOT_FILE if legacy else contract.DATASET_MARKER)),
     }
+    if sample is not None:
+        info["sample"] = sample
     return frame, doc, info
+
+
+def sample_indices(rows: int, wanted: int, labels: np.ndarray | None, seed: int) -> tuple[np.ndarray, bool]:
+    """``wanted`` row indices of ``rows``, in order, drawn with ``seed``; stratified by ``labels`` when they
+    look like classes (not floats) and every class can keep a row, else a plain random sample. Pure."""
+    from sklearn.model_selection import train_test_split
+
+    everything = np.arange(rows)
+    classes = labels is not None and labels.dtype.kind not in "fc"
+    if classes:
+        try:
+            chosen, _ = train_test_split(everything, train_size=wanted, random_state=seed, stratify=labels)
+            return np.sort(chosen), True
+        except ValueError:  # a class with one row, or more classes than rows wanted: not stratifiable
+            pass
+    chosen = np.random.default_rng(seed).choice(rows, size=wanted, replace=False)
+    return np.sort(chosen), False
 
 
 def _resolve_version(store: Store, namespace: str, name: str, version: str) -> str:
@@ -542,6 +571,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
                 "trainRows": len(y_train),
                 "testRows": len(y_test),
             },
+            "sample": dataset.get("sample"),
             "parity": parity_report,
             "gate": {"passed": passed, "reasons": reasons},
             "libraryVersions": library_versions(),
@@ -584,6 +614,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             "params": params,
             "inputSignature": signature,
             "libraryVersions": card["libraryVersions"],
+            **({"sample": dataset["sample"]} if dataset.get("sample") else {}),
         },
         "timings": {k: round(v, 4) for k, v in timings.items()},
         # The model card holds all of this (the whole input signature, params, parity), should the result
