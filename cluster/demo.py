@@ -125,8 +125,11 @@ def build_images() -> dict[str, str]:
     return refs
 
 
-def install_operator(images: dict[str, str], store_uri: str = STORE_URI) -> None:
-    """helm upgrade --install of the chart with these images; waits for the operator to be Ready."""
+def install_operator(
+    images: dict[str, str], store_uri: str = STORE_URI, values: tuple[str, ...] = ()
+) -> None:
+    """helm upgrade --install of the chart with these images (and `values`, more `--set key=value`s); waits
+    for the operator to be Ready. Values not given are the chart's defaults, not the release's last ones."""
     repository, tag = images["operator"].rsplit(":", 1)
     subprocess.run(
         [
@@ -157,6 +160,7 @@ def install_operator(images: dict[str, str], store_uri: str = STORE_URI) -> None
             f"operator.serverImage={images['server']}",
             "--set",
             f"operator.storeURI={store_uri}",
+            *(arg for value in values for arg in ("--set", value)),
         ],
         check=True,
     )

@@ -143,6 +143,10 @@ def test_notes_say_what_to_do_next_and_what_uninstall_keeps(helm: Any, namespace
     assert "get kubeloop" in notes and "manifests/samples/" in notes, notes
     assert f"{release}-metrics.{namespace}.svc:9090/metrics" in notes, notes
     assert f"helm -n {namespace} test {release}" in notes, notes
+    assert (
+        "Helm never upgrades the CRDs" in notes
+        and "kubectl apply --server-side --force-conflicts -f" in notes
+    ), notes
     assert "Helm never deletes" in notes and "every Dataset, TrainingJob, ModelDeployment and" in notes, notes
     crds = " ".join(f"{k.plural}.kubeloop.io" for k in KINDS)
     assert f"kubectl delete crd {crds}" in notes, notes

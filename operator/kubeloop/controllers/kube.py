@@ -134,6 +134,8 @@ class Kube:
         return self._call(
             "PATCH",
             path(api_version, kind, namespace, name, "status"),
+            # Named, so a user's managedFields show the operator owning status and nothing else.
+            query=[("fieldManager", FIELD_MANAGER)],
             body={"status": status},
             content_type="application/merge-patch+json",
         )

@@ -29,7 +29,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     config = Settings.from_env(os.environ)
     operator = Operator(Kube(load_client()), config, asyncio.get_running_loop())
     memo["operator"] = operator
-    # No kopf bookkeeping on our objects: reconcile is level-based and needs no per-handler progress.
+    # No kopf bookkeeping on our objects: reconcile is level-based and needs no per-handler progress. Every
+    # handler is an event handler, so kopf never writes these storages (nor the finalizer) and a GitOps tool
+    # sees only status change (tests/e2e/test_install_upgrade.py); an on.create/update handler would add
+    # an annotation to every object.
     settings.persistence.finalizer = "kubeloop.io/finalizer"  # never added: there is no deletion handler
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeloop.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubeloop.io")
