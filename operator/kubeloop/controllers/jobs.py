@@ -65,9 +65,14 @@ def truncation_note(result: dict[str, Any]) -> str:
     return f" (the pod's result was cut to fit its 4 KiB termination message: {', '.join(parts)} kept{where})"
 
 
+def newest_first(pods: list[Obj]) -> list[Obj]:
+    """A Job's pods, the newest (the last attempt) first. Pure."""
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+
+
 def termination_message(pods: list[Obj]) -> str | None:
     """The termination message of the newest terminated pod (the runtime's JSON result). Pure."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+    for pod in newest_first(pods):
         for container in pod.get("status", {}).get("containerStatuses", []):
             terminated = container.get("state", {}).get("terminated")
             if terminated and terminated.get("message"):
@@ -78,7 +83,7 @@ def termination_message(pods: list[Obj]) -> str | None:
 def memory_killed(pods: list[Obj]) -> str | None:
     """The memory limit of the newest pod's container the kernel killed for going over it (reason
     OOMKilled), "no limit" when it had none; None when no container was. Pure."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+    for pod in newest_first(pods):
         containers = {c.get("name"): c for c in (pod.get("spec") or {}).get("containers") or []}
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
